@@ -1,0 +1,55 @@
+"""``python -m gif_bench [overrides]``: the Hydra entry point around :func:`gif_bench.runner.run`."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from .errors import UserError
+
+HYDRA_BOOKKEEPING = {".hydra", "__main__.log", "gif_bench.log"}
+
+
+def _discard_run_dir(root: Path) -> None:
+    """Remove this job's Hydra output folder if it holds nothing but Hydra's own files.
+
+    A refused run must leave nothing behind; Hydra creates the folder before the job starts.
+    Empty folders Hydra made on the way are removed too, up to (not including) ``root``.
+    """
+    try:
+        out = Path(HydraConfig.get().runtime.output_dir).resolve()
+    except ValueError:
+        return
+    if not out.is_dir() or not {p.name for p in out.iterdir()} <= HYDRA_BOOKKEEPING:
+        return
+    shutil.rmtree(out, ignore_errors=True)
+    root = root.resolve()
+    for parent in out.parents:
+        if parent == root or root not in parent.parents:
+            break
+        try:
+            parent.rmdir()
+        except OSError:
+            break
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    from .runner import run
+
+    try:
+        row = run(cfg)
+    except UserError as err:
+        _discard_run_dir(Path(str(cfg.paths.root)))
+        print(f"gif-bench: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    return row.get("f1")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,172 @@
+"""Datasets as normalised float tensors resident on the device, with seeded splits.
+
+Every dataset is loaded whole into memory (the paper's datasets are small), split once with a
+seeded stratified split, normalised, and moved to the device. Augmentation runs on the device,
+per sample, a batch at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from torch import Tensor
+
+from .errors import DatasetUnavailable
+
+
+@dataclass
+class Split:
+    x: Tensor
+    y: Tensor
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def subset(self, index: Tensor) -> Split:
+        return Split(self.x[index], self.y[index])
+
+
+@dataclass
+class Data:
+    name: str
+    train: Split
+    val: Split
+    test: Split
+    num_classes: int
+    in_channels: int
+    hflip: bool
+    crop_padding: int
+
+
+def _stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (rest, held_out) with ``held_out`` a seeded, class-stratified ``fraction`` of ``y``."""
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(y))
+    if fraction <= 0:
+        return idx, idx[:0]
+    rest, held = train_test_split(idx, test_size=fraction, random_state=seed, stratify=y)
+    return np.sort(rest), np.sort(held)
+
+
+def _digits(cfg: DictConfig, data_dir: Path, seed: int):
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    x = F.interpolate(x, size=(cfg.image_size, cfg.image_size), mode="bilinear", align_corners=False)
+    y = d.target.astype(np.int64)
+    rest, test = _stratified_split(y, cfg.test_fraction, seed)
+    return x[rest], y[rest], x[test], y[test]
+
+
+def _synthetic(cfg: DictConfig, data_dir: Path, seed: int):
+    gen = torch.Generator().manual_seed(seed)
+    c, s, k = cfg.in_channels, cfg.image_size, cfg.num_classes
+    coarse = torch.rand(k, c, 4, 4, generator=gen)
+    prototypes = F.interpolate(coarse, size=(s, s), mode="nearest")
+    n = cfg.num_samples
+    y = torch.arange(n) % k
+    x = (prototypes[y] + cfg.noise * torch.randn(n, c, s, s, generator=gen)).clamp(0, 1)
+    y = y.numpy().astype(np.int64)
+    rest, test = _stratified_split(y, cfg.test_fraction, seed)
+    return x[rest], y[rest], x[test], y[test]
+
+
+def _torchvision(cfg: DictConfig, data_dir: Path, seed: int):
+    import torchvision
+
+    cls = {"cifar10": torchvision.datasets.CIFAR10}[cfg.name]
+    root = data_dir / cfg.name
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(captured):
+            parts = [cls(root=str(root), train=t, download=True) for t in (True, False)]
+    except (OSError, RuntimeError) as err:  # URLError is an OSError; RuntimeError: not found
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise DatasetUnavailable(
+            f"dataset={cfg.name} is not in {root} and could not be downloaded ({reason}); "
+            "without internet access run with dataset=digits"
+        ) from None
+    print(captured.getvalue(), end="")
+
+    def arrays(ds):
+        images = np.asarray(ds.data).transpose(0, 3, 1, 2)  # N×H×W×C -> N×C×H×W
+        return torch.from_numpy(images.copy()).float() / 255.0, np.asarray(ds.targets, dtype=np.int64)
+
+    (x_tr, y_tr), (x_te, y_te) = arrays(parts[0]), arrays(parts[1])
+    if x_tr.shape[-1] != cfg.image_size:
+        x_tr = F.interpolate(x_tr, size=(cfg.image_size,) * 2, mode="bilinear", align_corners=False)
+        x_te = F.interpolate(x_te, size=(cfg.image_size,) * 2, mode="bilinear", align_corners=False)
+    return x_tr, y_tr, x_te, y_te
+
+
+LOADERS = {"digits": _digits, "synthetic": _synthetic, "cifar10": _torchvision}
+
+
+def load(cfg: DictConfig, data_dir: str | Path, device: torch.device | str = "cpu") -> Data:
+    """Load ``cfg.name``, split it with ``cfg.split_seed`` and move it to ``device``.
+
+    The validation split is a stratified ``cfg.val_fraction`` of the training images; the test
+    split is the dataset's own test set where it has one, else a stratified
+    ``cfg.test_fraction`` of all images.
+    """
+    if cfg.name not in LOADERS:
+        raise DatasetUnavailable(f"dataset={cfg.name} is not one of {', '.join(LOADERS)}")
+    x_tr, y_tr, x_te, y_te = LOADERS[cfg.name](cfg, Path(data_dir), cfg.split_seed)
+    train_idx, val_idx = _stratified_split(y_tr, cfg.val_fraction, cfg.split_seed)
+    mean = torch.tensor(list(cfg.mean), dtype=torch.float32).view(1, -1, 1, 1)
+    std = torch.tensor(list(cfg.std), dtype=torch.float32).view(1, -1, 1, 1)
+
+    def split(x: Tensor, y: np.ndarray, idx: np.ndarray | None = None) -> Split:
+        if idx is not None:
+            x, y = x[torch.from_numpy(idx)], y[idx]
+        return Split(((x - mean) / std).to(device), torch.from_numpy(np.ascontiguousarray(y)).to(device))
+
+    return Data(
+        name=cfg.name,
+        train=split(x_tr, y_tr, train_idx),
+        val=split(x_tr, y_tr, val_idx),
+        test=split(x_te, y_te),
+        num_classes=int(cfg.num_classes),
+        in_channels=int(cfg.in_channels),
+        hflip=bool(cfg.augment.hflip),
+        crop_padding=int(cfg.augment.crop_padding),
+    )
+
+
+def augment(x: Tensor, *, crop_padding: int, hflip: bool, generator: torch.Generator | None = None) -> Tensor:
+    """Random crop (zero padding ``crop_padding``) and, if ``hflip``, a random horizontal flip.
+
+    Each sample gets its own offsets and flip, drawn on the device of ``x``; the whole batch is
+    transformed with one gather.
+    """
+    n, _, h, w = x.shape
+    out = x
+    if crop_padding > 0:
+        p = crop_padding
+        padded = F.pad(x, (p, p, p, p))
+        dy = torch.randint(0, 2 * p + 1, (n,), device=x.device, generator=generator)
+        dx = torch.randint(0, 2 * p + 1, (n,), device=x.device, generator=generator)
+        rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]  # n,1,h,1
+        cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]  # n,1,1,w
+        batch = torch.arange(n, device=x.device)[:, None, None, None]
+        chan = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
+        out = padded[batch, chan, rows, cols]
+    if hflip:
+        flip = torch.rand(n, device=x.device, generator=generator) < 0.5
+        out = torch.where(flip[:, None, None, None], out.flip(3), out)
+    return out
+
+
+def batches(n: int, batch_size: int) -> list[slice]:
+    """Contiguous slices covering ``range(n)`` in chunks of ``batch_size``."""
+    return [slice(i * batch_size, min(n, (i + 1) * batch_size)) for i in range(math.ceil(n / batch_size))]

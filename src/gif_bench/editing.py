@@ -1,0 +1,138 @@
+"""From a trained model and a task to an edited model: influence direction and update loop."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from . import influence
+from .data import batches
+from .influence import tree
+from .tasks import Edit
+
+
+@dataclass
+class Direction:
+    delta: dict[str, Tensor]
+    mask: dict[str, Tensor]
+    info: influence.SolveInfo
+    seconds: float
+
+
+@dataclass
+class Trajectory:
+    steps: list[dict[str, float]] = field(default_factory=list)
+    best: dict[str, float] | None = None
+    reached_threshold: bool = False
+    seconds: float = 0.0
+
+    @property
+    def final(self) -> dict[str, float]:
+        return self.steps[-1]
+
+
+def _functional(model: nn.Module) -> Callable[[dict[str, Tensor], Tensor], Tensor]:
+    buffers = {k: v.detach() for k, v in model.named_buffers()}
+
+    def logits(p: dict[str, Tensor], x: Tensor) -> Tensor:
+        return torch.func.functional_call(model, (p, buffers), (x,))
+
+    return logits
+
+
+def removal_gradient(model: nn.Module, edit: Edit, params: dict[str, Tensor], chunk: int = 512) -> dict[str, Tensor]:
+    """``g = (1/(m−u)) Σ_{i∈U} ∇ℓ(z_i, θ̂)``, accumulated over chunks of U."""
+    logits = _functional(model)
+
+    def summed(p: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
+        return F.cross_entropy(logits(p, x), y, reduction="sum")
+
+    grad = tree.zeros_like(params)
+    for sl in batches(edit.u, chunk):
+        part = torch.func.grad(summed)(params, edit.removed.x[sl], edit.removed.y[sl])
+        grad = tree.add(grad, part)
+    return tree.scale(grad, 1.0 / (edit.m - edit.u))
+
+
+def influence_direction(cfg: DictConfig, model: nn.Module, edit: Edit) -> Direction:
+    """Select J and solve for Δθ on a fixed Hessian sample of retained training examples."""
+    start = time.perf_counter()
+    model.eval()
+    gen = torch.Generator().manual_seed(int(cfg.seed))
+    retained = edit.retained_index.cpu()
+    h_idx = retained[torch.randperm(len(retained), generator=gen)[: cfg.hessian.samples]].to(edit.train_set.y.device)
+    x_h, y_h = edit.train_set.x[h_idx], edit.train_set.y[h_idx]
+    s_idx = torch.randperm(edit.u, generator=gen)[: cfg.selector.samples].to(edit.removed.y.device)
+
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    logits = _functional(model)
+
+    def hessian_loss(p: dict[str, Tensor]) -> Tensor:
+        return F.cross_entropy(logits(p, x_h), y_h)
+
+    grad = removal_gradient(model, edit, params)
+    mask = influence.select(
+        cfg.selector.name, model, ratio=float(cfg.mr), batch=(edit.removed.x[s_idx], edit.removed.y[s_idx]),
+        seed=int(cfg.seed),
+    )
+    options = {k: v for k, v in OmegaConf.to_container(cfg.solver, resolve=True).items() if k != "name"}
+    if cfg.solver.name == "exact":
+        options = {}
+    else:
+        options.setdefault("seed", int(cfg.seed))
+    delta, info = influence.solve(
+        cfg.method.name, hessian_loss, params, grad, mask=mask, solver=cfg.solver.name, return_info=True, **options
+    )
+    return Direction(delta, mask, info, time.perf_counter() - start)
+
+
+def apply_updates(
+    model: nn.Module,
+    edit: Edit,
+    delta: dict[str, Tensor],
+    *,
+    rate: float,
+    max_steps: int,
+    stop_self_acc: float,
+    metric_fn: Callable[[nn.Module, Edit], dict[str, float]],
+    on_step: Callable[[dict[str, float], int], Any] | None = None,
+) -> Trajectory:
+    """θ ← θ + rate · Δθ/‖Δθ‖, evaluating after every step, until ``self_acc < stop_self_acc``.
+
+    The model is left at the final iterate; the best iterate is the one with the highest
+    validation F1.
+    """
+    norm = tree.norm(delta)
+    if not math.isfinite(norm) or norm == 0.0:
+        raise RuntimeError(f"the influence direction has norm {norm}; nothing to apply")
+    step_vec = tree.scale(delta, rate / norm)
+    traj = Trajectory()
+    start = time.perf_counter()
+    bar = tqdm(range(1, max_steps + 1), desc="update", unit="step", leave=False, dynamic_ncols=True)
+    for step in bar:
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                p.add_(step_vec[name])
+        metrics = {"step": step, **metric_fn(model, edit)}
+        traj.steps.append(metrics)
+        if on_step is not None:
+            on_step(metrics, step)
+        if traj.best is None or metrics["val_f1"] > traj.best["val_f1"]:
+            traj.best = metrics
+        bar.set_postfix(self_acc=f"{metrics['self_acc']:.2f}", test_acc=f"{metrics['test_acc']:.2f}")
+        if metrics["self_acc"] < stop_self_acc:
+            traj.reached_threshold = True
+            break
+    bar.close()
+    traj.seconds = time.perf_counter() - start
+    return traj
+

@@ -1,0 +1,30 @@
+"""gif_bench.influence: generalized influence functions as plain functional PyTorch.
+
+Functions of parameter dicts via ``torch.func``: no Hydra, no I/O, no global state.
+
+>>> mask = select("highest_k_gradients", model, ratio=0.05, batch=(x_u, y_u))
+>>> delta = solve("gif", loss, params, grad, mask=mask, solver="lissa", max_iter=200)
+"""
+
+from .hvp import gradient, hessian_matrix, hvp_fn
+from .methods import METHODS, SOLVERS, solve
+from .selectors import SELECTORS, layer_budget, select, selectable_layers
+from .solvers import SolveInfo, SolverDiverged, cg, lissa, top_eigenvalue
+
+__all__ = [
+    "METHODS",
+    "SELECTORS",
+    "SOLVERS",
+    "SolveInfo",
+    "SolverDiverged",
+    "cg",
+    "gradient",
+    "hessian_matrix",
+    "hvp_fn",
+    "layer_budget",
+    "lissa",
+    "select",
+    "selectable_layers",
+    "solve",
+    "top_eigenvalue",
+]

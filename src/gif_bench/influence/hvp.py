@@ -1,0 +1,77 @@
+"""Gradients and Hessian-vector products of a loss written as a function of a parameter dict.
+
+``loss`` is any callable ``dict[str, Tensor] -> scalar Tensor`` (typically
+``lambda p: F.cross_entropy(torch.func.functional_call(model, p, x), y)`` with the model in
+eval mode). Products are taken at a fixed point θ̂ and never keep an autograd graph alive
+between calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import torch
+from torch import Tensor
+
+from .tree import Params
+
+Loss = Callable[[Mapping[str, Tensor]], Tensor]
+HVP = Callable[[Mapping[str, Tensor]], Params]
+
+
+def _detached(params: Mapping[str, Tensor]) -> Params:
+    return {k: v.detach() for k, v in params.items()}
+
+
+def gradient(loss: Loss, params: Mapping[str, Tensor]) -> Params:
+    """∇loss(θ̂) as a dict shaped like ``params``."""
+    return torch.func.grad(loss)(_detached(params))
+
+
+def hvp_fn(loss: Loss, params: Mapping[str, Tensor], mode: str = "reverse") -> HVP:
+    """Return ``v ↦ H v`` with ``H = ∇²loss(θ̂)``, θ̂ = ``params``.
+
+    ``mode="reverse"`` (default): the first-order graph of ``∇loss`` is built once, here, and
+    every product is one backward pass through it (reverse-over-reverse), so the forward and
+    first backward work is shared by all products of a solve. The graph lives as long as the
+    returned function. ``mode="forward"``: the JVP of ``torch.func.grad`` (forward-over-reverse),
+    recomputed from scratch for each product.
+    """
+    primal = _detached(params)
+    if mode == "forward":
+        grad = torch.func.grad(loss)
+
+        def hvp_forward(v: Mapping[str, Tensor]) -> Params:
+            return torch.func.jvp(grad, (primal,), (dict(v),))[1]
+
+        return hvp_forward
+    if mode != "reverse":
+        raise ValueError(f"mode must be 'reverse' or 'forward', got {mode!r}")
+    keys = list(primal)
+    leaves = [primal[k].clone().requires_grad_(True) for k in keys]
+    with torch.enable_grad():
+        value = loss(dict(zip(keys, leaves)))
+        first = torch.autograd.grad(value, leaves, create_graph=True, allow_unused=True)
+    first = [g if g is not None else torch.zeros_like(p) for g, p in zip(first, leaves)]
+    live = [i for i, g in enumerate(first) if g.requires_grad]
+
+    def hvp_reverse(v: Mapping[str, Tensor]) -> Params:
+        out = [torch.zeros_like(p) for p in leaves]
+        if live:
+            prods = torch.autograd.grad(
+                [first[i] for i in live], leaves, grad_outputs=[v[keys[i]] for i in live],
+                retain_graph=True, allow_unused=True,
+            )
+            out = [o if o is not None else z for o, z in zip(prods, out)]
+        return {k: o.detach() for k, o in zip(keys, out)}
+
+    return hvp_reverse
+
+
+def hessian_matrix(loss: Loss, params: Mapping[str, Tensor]) -> Tensor:
+    """The explicit n×n Hessian of ``loss`` over the flattened ``params`` (small models only)."""
+    from .tree import flatten, unflatten
+
+    primal = _detached(params)
+    flat = flatten(primal)
+    return torch.func.hessian(lambda v: loss(unflatten(v, primal)))(flat)

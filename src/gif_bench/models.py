@@ -1,0 +1,67 @@
+"""Networks of the benchmark, built from the ``model`` config group."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+from torch import nn
+
+# The paper's CIFAR VGG-11: numbers are 3×3 conv widths, "M" a 2×2 max-pool.
+VGG11_LAYERS = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
+
+
+class VGG(nn.Module):
+    """CIFAR-style VGG: conv3×3 (bias) → BatchNorm → ReLU blocks, one Linear head.
+
+    At ``width=1`` with 3×32×32 inputs and 10 classes this is the paper's VGG-11 with
+    9,231,114 parameters. ``width`` multiplies every channel count (at least 1 channel).
+    Inputs must be 32×32 (five 2×2 pools down to 1×1).
+    """
+
+    def __init__(self, layers=VGG11_LAYERS, width: float = 1.0, in_channels: int = 3, num_classes: int = 10):
+        super().__init__()
+        blocks: list[nn.Module] = []
+        c_in = in_channels
+        for item in layers:
+            if item == "M":
+                blocks.append(nn.MaxPool2d(2))
+                continue
+            c_out = max(1, round(item * width))
+            blocks += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU()]
+            c_in = c_out
+        self.features = nn.Sequential(*blocks)
+        self.classifier = nn.Linear(c_in, num_classes)
+
+    def forward(self, x):
+        return self.classifier(self.features(x).flatten(1))
+
+
+class MLP(nn.Module):
+    """Small fully connected net (flatten → Linear/ReLU … → Linear) for tests and toy runs."""
+
+    def __init__(self, in_features: int, hidden: tuple[int, ...] = (32,), num_classes: int = 10):
+        super().__init__()
+        dims = (in_features, *hidden)
+        layers: list[nn.Module] = [nn.Flatten()]
+        for a, b in zip(dims[:-1], dims[1:]):
+            layers += [nn.Linear(a, b), nn.ReLU()]
+        layers.append(nn.Linear(dims[-1], num_classes))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+MODELS = ("vgg11", "mlp")
+
+
+def build(cfg: DictConfig, in_channels: int, num_classes: int, image_size: int) -> nn.Module:
+    """Instantiate ``cfg.name`` for the dataset's channels, classes and image size."""
+    if cfg.name == "vgg11":
+        return VGG(VGG11_LAYERS, width=float(cfg.width), in_channels=in_channels, num_classes=num_classes)
+    if cfg.name == "mlp":
+        return MLP(in_channels * image_size**2, tuple(cfg.hidden), num_classes)
+    raise ValueError(f"model={cfg.name} is not one of {', '.join(MODELS)}")
+
+
+def n_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

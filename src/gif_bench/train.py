@@ -1,0 +1,119 @@
+"""Training recipes and the trained-model cache.
+
+A trained model is cached under ``<paths.root>/cache/models/<key>.pt`` where the key hashes
+everything that determines the weights: dataset and split, model, recipe, seed and the exact
+contents of the training set (so any change to it — removed or relabelled examples — gets its
+own entry).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import storage
+from .data import Data, Split, augment, batches
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Trained:
+    model: nn.Module
+    seconds: float
+    cached: bool
+    path: Path
+
+
+def cache_key(cfg: DictConfig, train_set: Split) -> str:
+    """Hash of everything that determines trained weights."""
+    spec = {
+        "dataset": OmegaConf.to_container(cfg.dataset, resolve=True),
+        "model": OmegaConf.to_container(cfg.model, resolve=True),
+        "train": OmegaConf.to_container(cfg.train, resolve=True),
+        "seed": int(cfg.seed),
+        "train_set": storage.tensor_digest(train_set.x, train_set.y),
+    }
+    return storage.digest(spec)
+
+
+def _optimizer(model: nn.Module, recipe: DictConfig) -> torch.optim.Optimizer:
+    return torch.optim.SGD(
+        model.parameters(),
+        lr=recipe.lr,
+        momentum=recipe.momentum,
+        weight_decay=recipe.weight_decay,
+        nesterov=bool(recipe.get("nesterov", False)),
+    )
+
+
+def _schedule(opt: torch.optim.Optimizer, recipe: DictConfig, steps_per_epoch: int):
+    total = max(1, recipe.epochs * steps_per_epoch)
+    if recipe.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+    if recipe.schedule == "multistep":
+        milestones = [m * steps_per_epoch for m in recipe.milestones]
+        return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=recipe.gamma)
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+
+
+def fit(model: nn.Module, data: Data, train_set: Split, recipe: DictConfig, seed: int, device) -> nn.Module:
+    """Train ``model`` on ``train_set`` with ``recipe`` (SGD, per-step LR schedule)."""
+    gen = torch.Generator(device=device).manual_seed(seed)
+    n = len(train_set)
+    bs = min(int(recipe.batch_size), n)
+    steps = len(batches(n, bs)) if not recipe.drop_last else max(1, n // bs)
+    opt = _optimizer(model, recipe)
+    sched = _schedule(opt, recipe, steps)
+    use_amp = bool(recipe.amp) and torch.device(device).type == "cuda"
+    model.train()
+    bar = tqdm(range(recipe.epochs), desc="train", unit="epoch", leave=False, dynamic_ncols=True)
+    for _ in bar:
+        order = torch.randperm(n, device=device, generator=gen)
+        correct, seen, total_loss = 0, 0, 0.0
+        for sl in batches(n, bs)[:steps]:
+            idx = order[sl]
+            x, y = train_set.x[idx], train_set.y[idx]
+            if recipe.augment:
+                x = augment(x, crop_padding=data.crop_padding, hflip=data.hflip, generator=gen)
+            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
+                logits = model(x)
+                loss = F.cross_entropy(logits, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total_loss += float(loss.detach()) * len(y)
+            correct += int((logits.argmax(1) == y).sum())
+            seen += len(y)
+        bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{100 * correct / seen:.1f}%")
+    model.eval()
+    return model
+
+
+def train_or_load(
+    cfg: DictConfig, model: nn.Module, data: Data, train_set: Split, device, cache_dir: str | Path
+) -> Trained:
+    """Load cached weights for this exact setting, or train them and cache them atomically."""
+    path = Path(cache_dir) / "models" / f"{cache_key(cfg, train_set)}.pt"
+    if path.exists():
+        state = torch.load(path, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        model.eval()
+        log.info("loaded cached model %s", path)
+        return Trained(model, float(state["seconds"]), True, path)
+    torch.manual_seed(int(cfg.seed))
+    start = time.perf_counter()
+    fit(model, data, train_set, cfg.train, int(cfg.seed), device)
+    seconds = time.perf_counter() - start
+    storage.save_torch(path, {"model": model.state_dict(), "seconds": seconds})
+    log.info("trained in %.1fs, cached at %s", seconds, path)
+    return Trained(model, seconds, False, path)

@@ -1,0 +1,124 @@
+"""The influence core against closed forms computed from explicit Hessians."""
+
+import pytest
+import torch
+from torch import nn
+
+from gif_bench import influence
+from gif_bench.influence import tree
+
+
+def _problem(seed: int, ridge: float):
+    """A tanh network with a squared loss (+ ridge·‖θ‖²/2), in float64."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    x = torch.randn(30, 3, dtype=torch.double)
+    y = torch.randn(30, 2, dtype=torch.double)
+    params = {k: v.detach() for k, v in model.named_parameters()}
+
+    def loss(p):
+        out = torch.func.functional_call(model, p, (x,))
+        return ((out - y) ** 2).mean() + 0.5 * ridge * sum((t**2).sum() for t in p.values())
+
+    grad = {k: torch.randn_like(v) for k, v in params.items()}
+    gen = torch.Generator().manual_seed(seed + 1)
+    mask = {k: torch.rand(v.shape, generator=gen) < 0.5 for k, v in params.items()}
+    return loss, params, grad, mask
+
+
+def _closed_form_gif(loss, params, grad, mask):
+    h = influence.hessian_matrix(loss, params)
+    cols = tree.flatten(mask).nonzero().squeeze(1)
+    h_j = h[:, cols]
+    x_j = torch.linalg.solve(h_j.T @ h_j, h_j.T @ tree.flatten(grad))
+    return h, cols, x_j
+
+
+def _rel(a, b):
+    return float(torch.linalg.vector_norm(a - b) / torch.linalg.vector_norm(b))
+
+
+def test_hvp_matches_explicit_hessian_in_both_modes():
+    loss, params, grad, _ = _problem(0, 0.0)
+    h = influence.hessian_matrix(loss, params)
+    expected = h @ tree.flatten(grad)
+    for mode in ("reverse", "forward"):
+        got = tree.flatten(influence.hvp_fn(loss, params, mode=mode)(grad))
+        assert _rel(got, expected) < 1e-10
+
+
+@pytest.mark.parametrize("solver", ["lissa", "cg", "exact"])
+def test_gif_matches_closed_form_random_mask(solver):
+    loss, params, grad, mask = _problem(0, ridge=1.0)  # H positive definite, well conditioned
+    _, cols, x_j = _closed_form_gif(loss, params, grad, mask)
+    options = {"lissa": dict(scale="auto", tol=1e-10, max_iter=20000), "cg": dict(tol=1e-12, max_iter=500)}
+    delta, info = influence.solve(
+        "gif", loss, params, grad, mask=mask, solver=solver, return_info=True, **options.get(solver, {})
+    )
+    flat = tree.flatten(delta)
+    assert _rel(flat[cols], x_j) < 1e-4
+    outside = ~tree.flatten(mask)
+    assert torch.equal(flat[outside], torch.zeros_like(flat[outside]))  # exactly zero off J
+    assert info.residual < 1e-6
+
+
+@pytest.mark.parametrize("solver", ["lissa", "cg"])
+def test_gif_on_an_indefinite_hessian(solver):
+    loss, params, grad, mask = _problem(0, ridge=0.0)
+    h, cols, x_j = _closed_form_gif(loss, params, grad, mask)
+    eig = torch.linalg.eigvalsh(h)
+    assert eig.min() < -1e-2 and eig.max() > 1e-2  # genuinely indefinite
+    options = {"lissa": dict(scale="auto", tol=1e-11, max_iter=50000), "cg": dict(tol=1e-12, max_iter=2000)}
+    delta = influence.solve("gif", loss, params, grad, mask=mask, solver=solver, **options[solver])
+    assert _rel(tree.flatten(delta)[cols], x_j) < 1e-4
+
+
+def test_lissa_restarts_on_divergence_and_still_converges():
+    loss, params, grad, mask = _problem(0, ridge=1.0)
+    _, cols, x_j = _closed_form_gif(loss, params, grad, mask)
+    # M = 0.05 makes c = 1/M² = 400 ≫ 2/λ_max: the series must blow up and be restarted.
+    delta, info = influence.solve(
+        "gif", loss, params, grad, mask=mask, solver="lissa", return_info=True,
+        scale=0.05, mu=2.0, tol=1e-10, max_iter=20000,
+    )
+    assert info.restarts >= 3
+    assert info.scale == pytest.approx(0.05 * 2.0**info.restarts)
+    assert _rel(tree.flatten(delta)[cols], x_j) < 1e-4
+
+
+def test_lissa_gives_up_after_max_restarts():
+    loss, params, grad, mask = _problem(0, ridge=1.0)
+    with pytest.raises(influence.SolverDiverged):
+        influence.solve("gif", loss, params, grad, mask=mask, scale=1e-3, mu=1.1, max_restarts=2, max_iter=100)
+
+
+def test_truncated_lissa_is_the_truncated_neumann_series():
+    """tol=0 runs exactly max_iter steps: x_K = c Σ_{k<K} (I − cA)^k b, A = H_JᵀH_J."""
+    loss, params, grad, mask = _problem(1, ridge=0.5)
+    h = influence.hessian_matrix(loss, params)
+    p = torch.diag(tree.flatten(mask).double())
+    a = p @ h @ h @ p
+    b = p @ h @ tree.flatten(grad)
+    m, steps = 3.0, 7
+    c = m**-2
+    expected = sum(c * torch.linalg.matrix_power(torch.eye(len(b), dtype=b.dtype) - c * a, k) @ b for k in range(steps))
+    delta, info = influence.solve(
+        "gif", loss, params, grad, mask=mask, solver="lissa", return_info=True, scale=m, tol=0.0, max_iter=steps
+    )
+    assert info.iterations == steps and info.restarts == 0
+    assert info.hvps == 1 + 2 * steps
+    assert _rel(tree.flatten(delta), expected) < 1e-10
+
+
+def test_top_eigenvalue_by_power_iteration():
+    a = torch.diag(torch.tensor([5.0, 2.0, 1.0, 0.5], dtype=torch.double))
+    lam = influence.top_eigenvalue(lambda v: {"x": a @ v["x"]}, {"x": torch.zeros(4, dtype=torch.double)}, 100)
+    assert lam == pytest.approx(5.0, rel=1e-6)
+
+
+def test_unknown_method_and_solver_are_refused():
+    loss, params, grad, mask = _problem(0, ridge=1.0)
+    with pytest.raises(ValueError, match="method='nope'"):
+        influence.solve("nope", loss, params, grad)
+    with pytest.raises(ValueError, match="solver='nope'"):
+        influence.solve("gif", loss, params, grad, solver="nope")
