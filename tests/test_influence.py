@@ -78,8 +78,17 @@ def test_lissa_restarts_on_divergence_and_still_converges():
     _, cols, x_j = _closed_form_gif(loss, params, grad, mask)
     # M = 0.05 makes c = 1/M² = 400 ≫ 2/λ_max: the series must blow up and be restarted.
     delta, info = influence.solve(
-        "gif", loss, params, grad, mask=mask, solver="lissa", return_info=True,
-        scale=0.05, mu=2.0, tol=1e-10, max_iter=20000,
+        "gif",
+        loss,
+        params,
+        grad,
+        mask=mask,
+        solver="lissa",
+        return_info=True,
+        scale=0.05,
+        mu=2.0,
+        tol=1e-10,
+        max_iter=20000,
     )
     assert info.restarts >= 3
     assert info.scale == pytest.approx(0.05 * 2.0**info.restarts)

@@ -81,13 +81,14 @@ def influence_direction(cfg: DictConfig, model: nn.Module, edit: Edit) -> Direct
 
     grad = removal_gradient(model, edit, params)
     mask = influence.select(
-        cfg.selector.name, model, ratio=float(cfg.mr), batch=(edit.removed.x[s_idx], edit.removed.y[s_idx]),
+        cfg.selector.name,
+        model,
+        ratio=float(cfg.mr),
+        batch=(edit.removed.x[s_idx], edit.removed.y[s_idx]),
         seed=int(cfg.seed),
     )
     options = {k: v for k, v in OmegaConf.to_container(cfg.solver, resolve=True).items() if k != "name"}
-    if cfg.solver.name == "exact":
-        options = {}
-    else:
+    if cfg.solver.name == "lissa":
         options.setdefault("seed", int(cfg.seed))
     delta, info = influence.solve(
         cfg.method.name, hessian_loss, params, grad, mask=mask, solver=cfg.solver.name, return_info=True, **options
@@ -135,4 +136,3 @@ def apply_updates(
     bar.close()
     traj.seconds = time.perf_counter() - start
     return traj
-

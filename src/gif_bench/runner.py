@@ -98,8 +98,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     try:
         trained = train.train_or_load(cfg, model, dataset, edit.train_set, device, root / "cache")
         row.update(
-            n_params=models.n_params(model), n_train=edit.m, n_removed=edit.u,
-            model_cached=trained.cached, train_seconds=trained.seconds,
+            n_params=models.n_params(model),
+            n_train=edit.m,
+            n_removed=edit.u,
+            model_cached=trained.cached,
+            train_seconds=trained.seconds,
         )
         before = metric_fn(model, edit)
         row.update(_prefixed("before_", before, REPORTED))
@@ -108,18 +111,31 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         direction = editing.influence_direction(cfg, model, edit)
         info = direction.info
         row.update(
-            n_selected=tree.count(direction.mask), influence_seconds=direction.seconds, hvps=info.hvps,
-            solver_iterations=info.iterations, solver_restarts=info.restarts, solver_scale=info.scale,
-            solver_residual=info.residual, solver_converged=info.converged,
+            n_selected=tree.count(direction.mask),
+            influence_seconds=direction.seconds,
+            hvps=info.hvps,
+            solver_iterations=info.iterations,
+            solver_restarts=info.restarts,
+            solver_scale=info.scale,
+            solver_residual=info.residual,
+            solver_converged=info.converged,
         )
         traj = editing.apply_updates(
-            model, edit, direction.delta, rate=float(cfg["update"].rate), max_steps=int(cfg["update"].max_steps),
-            stop_self_acc=float(cfg.task.stop_self_acc), metric_fn=metric_fn, on_step=tracker.log,
+            model,
+            edit,
+            direction.delta,
+            rate=float(cfg["update"].rate),
+            max_steps=int(cfg["update"].max_steps),
+            stop_self_acc=float(cfg.task.stop_self_acc),
+            metric_fn=metric_fn,
+            on_step=tracker.log,
         )
         row.update(_prefixed("", traj.final, REPORTED))
         row.update(_prefixed("best_", traj.best, REPORTED))
         row.update(
-            steps=traj.final["step"], best_step=traj.best["step"], reached_threshold=traj.reached_threshold,
+            steps=traj.final["step"],
+            best_step=traj.best["step"],
+            reached_threshold=traj.reached_threshold,
             update_seconds=direction.seconds + traj.seconds,
             trajectory=[{k: s[k] for k in ("step", "self_acc", "test_acc", "val_acc")} for s in traj.steps],
         )
@@ -135,7 +151,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         tracker.finish(exit_code=0 if row["status"] == "ok" else 1)
     log.info(
         "%s: test_acc %.2f (before %.2f), self_acc %.2f (before %.2f) after %d steps -> %s",
-        row["status"], row["test_acc"], row["before_test_acc"], row["self_acc"], row["before_self_acc"],
-        row["steps"], path,
+        row["status"],
+        row["test_acc"],
+        row["before_test_acc"],
+        row["self_acc"],
+        row["before_self_acc"],
+        row["steps"],
+        path,
     )
     return row

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
 from omegaconf import DictConfig
 from torch import Tensor
 

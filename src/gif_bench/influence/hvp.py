@@ -59,8 +59,11 @@ def hvp_fn(loss: Loss, params: Mapping[str, Tensor], mode: str = "reverse") -> H
         out = [torch.zeros_like(p) for p in leaves]
         if live:
             prods = torch.autograd.grad(
-                [first[i] for i in live], leaves, grad_outputs=[v[keys[i]] for i in live],
-                retain_graph=True, allow_unused=True,
+                [first[i] for i in live],
+                leaves,
+                grad_outputs=[v[keys[i]] for i in live],
+                retain_graph=True,
+                allow_unused=True,
             )
             out = [o if o is not None else z for o, z in zip(prods, out)]
         return {k: o.detach() for k, o in zip(keys, out)}

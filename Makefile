@@ -1,0 +1,16 @@
+PYTHON ?= python
+PROFILE ?= paper
+
+.PHONY: test lint quickstart clean-outputs
+
+test:            ## the test suite (CPU, offline)
+	$(PYTHON) -m pytest -q
+
+lint:
+	$(PYTHON) -m ruff check src tests scripts
+
+quickstart:      ## the full pipeline on digits, on CPU, in a few minutes
+	$(PYTHON) -m gif_bench experiment=quickstart
+
+clean-outputs:   ## remove results, caches, W&B runs and Hydra run folders
+	find outputs -mindepth 1 ! -name .gitkeep -exec rm -rf {} +

@@ -1,0 +1,106 @@
+"""Bad input is refused before any work: one line naming the key, non-zero exit, nothing written."""
+
+import pytest
+from conftest import TINY, run_cli
+from omegaconf import OmegaConf
+
+from gif_bench.config import validate
+from gif_bench.errors import ConfigError
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("mr=0", "mr=0"),
+        ("mr=1.5", "mr=1.5"),
+        ("mr=-0.1", "mr=-0.1"),
+        ("mr=abc", "mr=abc"),
+        ("task.target_class=10", "task.target_class=10"),
+        ("task.target_class=-1", "task.target_class=-1"),
+        ("update.rate=-0.06", "update.rate=-0.06"),
+        ("update.rate=0", "update.rate=0"),
+        ("update.max_steps=-3", "update.max_steps=-3"),
+        ("update.max_steps=2.5", "update.max_steps=2.5"),
+        ("device=tpu", "device=tpu"),
+        ("device=cuda:x", "device=cuda:x"),
+        ("seed=-1", "seed=-1"),
+        ("hessian.samples=0", "hessian.samples=0"),
+        ("solver.max_iter=-5", "solver.max_iter=-5"),
+        ("train.epochs=-1", "train.epochs=-1"),
+        ("task.stop_self_acc=101", "task.stop_self_acc=101"),
+        ("logger=wandb logger.mode=sometimes", "logger.mode=sometimes"),
+    ],
+)
+def test_bad_values_name_the_key(make_cfg, override, key):
+    cfg = make_cfg(*override.split())
+    with pytest.raises(ConfigError) as err:
+        validate(cfg)
+    message = str(err.value)
+    assert message.startswith(key) and "must be" in message and "\n" not in message
+
+
+def test_the_shipped_configs_validate(make_cfg):
+    validate(make_cfg())
+    validate(make_cfg("experiment=quickstart"))
+
+
+def test_cuda_is_refused_where_there_is_none(make_cfg):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the refusal cannot happen here")
+    with pytest.raises(ConfigError, match="device=cuda: CUDA is not available"):
+        validate(make_cfg("device=cuda"))
+
+
+def test_the_papers_command_composes_the_papers_setting(make_cfg):
+    from conftest import CONF
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose("config", overrides=["task=class_removal", "method=gif", "mr=0.05"])
+    assert (cfg.dataset.name, cfg.model.name, cfg.model.width, cfg.train.name) == ("cifar10", "vgg11", 1.0, "paper")
+    assert (cfg.train.epochs, cfg.train.lr, cfg.train.batch_size) == (200, 0.1, 512)
+    assert cfg.task.target_class == 8 and cfg["update"].rate == 0.06 and cfg.hessian.samples == 512
+    validate(cfg)
+
+
+@pytest.mark.parametrize("override", ["mr=1.5", "device=tpu", "task.target_class=12"])
+def test_cli_refuses_with_one_line_and_writes_nothing(tmp_path, override):
+    proc = run_cli(*TINY, f"paths.root={tmp_path}", override)
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("gif-bench: error: " + override)
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_offline_paper_command_points_to_digits(tmp_path):
+    closed = "http://127.0.0.1:9"
+    env = {"http_proxy": closed, "https_proxy": closed, "HTTP_PROXY": closed, "HTTPS_PROXY": closed, "no_proxy": ""}
+    proc = run_cli(
+        "task=class_removal",
+        "method=gif",
+        "mr=0.05",
+        "logger=none",
+        f"paths.root={tmp_path / 'out'}",
+        f"paths.data={tmp_path / 'data'}",
+        env=env,
+    )
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert "dataset=cifar10" in lines[0] and "dataset=digits" in lines[0]
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert not (tmp_path / "out" / "results").exists()
+
+
+def test_run_id_ignores_paths_and_logging(make_cfg, tmp_path):
+    from gif_bench.results import run_id
+
+    a = make_cfg(root=tmp_path / "a")
+    b = make_cfg("logger=wandb", "force=true", root=tmp_path / "b")
+    c = make_cfg("mr=0.1")
+    assert run_id(a) == run_id(b) != run_id(c)
+    assert OmegaConf.to_container(a.paths) != OmegaConf.to_container(b.paths)

@@ -1,0 +1,122 @@
+"""The whole run on tiny synthetic data: rows, skipping, the model cache, W&B offline, Hydra CLI."""
+
+import json
+
+import torch
+from conftest import TINY, run_cli
+
+from gif_bench import results, runner, train
+from gif_bench.data import Split
+
+
+def test_run_writes_a_complete_row_then_skips_then_reuses_the_cache(make_cfg, tmp_path):
+    cfg = make_cfg()
+    row = runner.run(cfg)
+    path = results.row_path(cfg)
+    assert path.exists() and json.loads(path.read_text())["run_id"] == row["run_id"]
+    assert row["status"] == "ok" and row["error"] is None
+    for key in (
+        "test_acc",
+        "test_loss",
+        "self_acc",
+        "self_loss",
+        "forget_test_acc",
+        "f1",
+        "before_test_acc",
+        "before_self_acc",
+        "best_test_acc",
+        "best_step",
+        "steps",
+        "n_params",
+        "n_selected",
+        "hvps",
+        "solver_iterations",
+        "solver_restarts",
+        "solver_residual",
+        "update_seconds",
+        "peak_memory_mb",
+        "device",
+        "torch_version",
+        "git_sha",
+        "trajectory",
+    ):
+        assert key in row, key
+    for key in ("test_acc", "self_acc", "forget_test_acc", "before_test_acc"):
+        assert 0.0 <= row[key] <= 100.0
+    assert 0 < row["n_selected"] < row["n_params"]
+    assert row["model_cached"] is False and 1 <= row["steps"] <= 3 and len(row["trajectory"]) == row["steps"]
+    assert list((tmp_path / "cache" / "models").glob("*.pt"))
+    assert not list(tmp_path.rglob("*.tmp"))  # atomic writes leave no temp files
+
+    mtime = path.stat().st_mtime_ns
+    again = runner.run(cfg)
+    assert again == json.loads(path.read_text()) and path.stat().st_mtime_ns == mtime  # skipped
+
+    forced = runner.run(make_cfg("force=true"))
+    assert forced["model_cached"] is True and forced["status"] == "ok"
+    assert forced["before_test_acc"] == row["before_test_acc"]  # the same trained weights
+
+
+def test_cache_key_follows_the_training_set(make_cfg):
+    cfg = make_cfg()
+    x, y = torch.zeros(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    key = train.cache_key(cfg, Split(x, y))
+    assert train.cache_key(cfg, Split(x.clone(), y.clone())) == key
+    assert train.cache_key(cfg, Split(x, torch.tensor([0, 1, 2, 2]))) != key  # relabelled
+    assert train.cache_key(cfg, Split(x[:3], y[:3])) != key  # removed
+    assert train.cache_key(make_cfg("seed=1"), Split(x, y)) != key
+    assert train.cache_key(make_cfg("train.lr=0.01"), Split(x, y)) != key
+
+
+def _wandb_records(path):
+    """Records of a ``.wandb`` file: a 7-byte header, then LevelDB-style chunks in 32 KiB blocks."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    raw, pos, block, pending, out = path.read_bytes(), 7, 32768, b"", []
+    assert raw[:4] == b":W&B"
+    while pos + 7 <= len(raw):
+        if block - pos % block < 7:  # block trailer too short for a header: padding
+            pos += block - pos % block
+            continue
+        length, kind = int.from_bytes(raw[pos + 4 : pos + 6], "little"), raw[pos + 6]
+        chunk, pos = raw[pos + 7 : pos + 7 + length], pos + 7 + length
+        if kind == 0 and length == 0:
+            break
+        pending = chunk if kind in (1, 2) else pending + chunk
+        if kind in (1, 4):
+            record = pb.Record()
+            record.ParseFromString(pending)
+            out.append(record)
+    return out
+
+
+def test_wandb_offline_run_holds_config_and_summary(make_cfg, tmp_path):
+    cfg = make_cfg("logger=wandb", "logger.mode=offline")
+    row = runner.run(cfg)
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and row["wandb_run_id"] in runs[0].name
+    records = _wandb_records(next(runs[0].glob("*.wandb")))
+    config, summary, history = {}, {}, 0
+    for r in records:
+        kind = r.WhichOneof("record_type")
+        if kind == "run":
+            config.update({i.key: json.loads(i.value_json) for i in r.run.config.update})
+        elif kind == "config":
+            config.update({i.key: json.loads(i.value_json) for i in r.config.update})
+        elif kind == "summary":
+            summary.update({i.key: json.loads(i.value_json) for i in r.summary.update})
+        elif kind == "history":
+            history += 1
+    config = {k: (v["value"] if isinstance(v, dict) and set(v) == {"value"} else v) for k, v in config.items()}
+    assert config["task"]["name"] == "class_removal" and config["dataset"]["name"] == "synthetic"
+    assert config["mr"] == cfg.mr
+    assert summary["run_id"] == row["run_id"] and summary["test_acc"] == row["test_acc"]
+    assert history == 1 + row["steps"]  # the original model, then every update step
+
+
+def test_cli_run_and_multirun(tmp_path):
+    proc = run_cli("-m", *TINY, f"paths.root={tmp_path}", "mr=0.05,0.1")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [json.loads(p.read_text()) for p in (tmp_path / "results" / "default").glob("*.json")]
+    assert sorted(r["mr"] for r in rows) == [0.05, 0.1]
+    assert all(r["status"] == "ok" for r in rows)
