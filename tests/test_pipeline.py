@@ -1,9 +1,11 @@
 """The whole run on tiny synthetic data: rows, skipping, the model cache, W&B offline, Hydra CLI."""
 
 import json
+import subprocess
+import sys
 
 import torch
-from conftest import TINY, run_cli
+from conftest import ROOT, TINY, run_cli
 
 from gif_bench import results, runner, train
 from gif_bench.data import Split
@@ -55,6 +57,16 @@ def test_run_writes_a_complete_row_then_skips_then_reuses_the_cache(make_cfg, tm
     forced = runner.run(make_cfg("force=true"))
     assert forced["model_cached"] is True and forced["status"] == "ok"
     assert forced["before_test_acc"] == row["before_test_acc"]  # the same trained weights
+
+
+def test_final_and_best_iterates_can_be_saved(make_cfg, tmp_path):
+    row = runner.run(make_cfg("save_edited=true", "update.max_steps=4"))
+    folder = tmp_path / "edited" / "default" / row["run_id"]
+    final = torch.load(folder / "final.pt", weights_only=True)
+    best = torch.load(folder / "best.pt", weights_only=True)
+    assert set(final) == set(best) and any("running_mean" in k for k in final)  # full state dicts
+    changed = [k for k in final if not torch.equal(final[k], best[k])]
+    assert (row["best_step"] == row["steps"]) == (not changed)
 
 
 def test_cache_key_follows_the_training_set(make_cfg):
@@ -120,3 +132,9 @@ def test_cli_run_and_multirun(tmp_path):
     rows = [json.loads(p.read_text()) for p in (tmp_path / "results" / "default").glob("*.json")]
     assert sorted(r["mr"] for r in rows) == [0.05, 0.1]
     assert all(r["status"] == "ok" for r in rows)
+    df = results.collect(tmp_path)
+    assert sorted(df["mr"]) == [0.05, 0.1] and set(df["experiment"]) == {"default"}
+    summary = subprocess.run(
+        [sys.executable, "scripts/summarize.py", "--root", str(tmp_path)], cwd=ROOT, capture_output=True, text=True
+    )
+    assert summary.returncode == 0 and "gif" in summary.stdout and "0.05" in summary.stdout

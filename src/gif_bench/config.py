@@ -79,8 +79,9 @@ def validate(cfg: DictConfig) -> None:
     _number(cfg, "mr", 0.0, 1.0, lo_open=True)
     _number(cfg, "seed", 0, integer=True)
     _device(cfg)
-    if not isinstance(_get(cfg, "force"), bool):
-        raise ConfigError(f"force={_get(cfg, 'force')}", "must be true or false")
+    for key in ("force", "save_edited"):
+        if not isinstance(_get(cfg, key), bool):
+            raise ConfigError(f"{key}={_get(cfg, key)}", "must be true or false")
 
     _choice(cfg, "dataset.name", tuple(data.LOADERS))
     classes = _number(cfg, "dataset.num_classes", 2, integer=True)

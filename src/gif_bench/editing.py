@@ -32,6 +32,7 @@ class Direction:
 class Trajectory:
     steps: list[dict[str, float]] = field(default_factory=list)
     best: dict[str, float] | None = None
+    best_state: dict[str, Tensor] | None = None  # parameters of the best iterate
     reached_threshold: bool = False
     seconds: float = 0.0
 
@@ -110,7 +111,7 @@ def apply_updates(
     """θ ← θ + rate · Δθ/‖Δθ‖, evaluating after every step, until ``self_acc < stop_self_acc``.
 
     The model is left at the final iterate; the best iterate is the one with the highest
-    validation F1.
+    validation F1, and its parameters are kept in ``Trajectory.best_state``.
     """
     norm = tree.norm(delta)
     if not math.isfinite(norm) or norm == 0.0:
@@ -129,6 +130,7 @@ def apply_updates(
             on_step(metrics, step)
         if traj.best is None or metrics["val_f1"] > traj.best["val_f1"]:
             traj.best = metrics
+            traj.best_state = {k: v.detach().clone() for k, v in model.named_parameters()}
         bar.set_postfix(self_acc=f"{metrics['self_acc']:.2f}", test_acc=f"{metrics['test_acc']:.2f}")
         if metrics["self_acc"] < stop_self_acc:
             traj.reached_threshold = True

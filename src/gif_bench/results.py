@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from . import storage
 
 # Keys that change where or how a run is recorded, not what it computes.
-NOT_IN_RUN_ID = ("paths", "logger", "force", "hydra")
+NOT_IN_RUN_ID = ("paths", "logger", "force", "save_edited", "hydra")
 
 
 def run_id(cfg: DictConfig) -> str:
@@ -41,3 +41,16 @@ def finished(cfg: DictConfig) -> dict[str, Any] | None:
 
 def write_row(cfg: DictConfig, row: dict[str, Any]) -> Path:
     return storage.write_json(row_path(cfg), row)
+
+
+def collect(root: str | Path, experiment: str | None = None):
+    """Every result row under ``<root>/results`` (optionally one experiment) as a DataFrame.
+
+    Unreadable files are skipped; the per-step ``trajectory`` column is kept as lists.
+    """
+    import pandas as pd
+
+    folder = Path(root) / "results"
+    pattern = f"{experiment}/*.json" if experiment else "*/*.json"
+    rows = [row for path in sorted(folder.glob(pattern)) if (row := read_row(path)) is not None]
+    return pd.DataFrame(rows)

@@ -14,7 +14,7 @@ import torch
 from omegaconf import DictConfig
 
 from . import data as datasets
-from . import editing, metrics, models, results, tasks, tracking, train
+from . import editing, metrics, models, results, storage, tasks, tracking, train
 from .config import resolve_device, validate
 from .influence import tree
 
@@ -139,6 +139,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             update_seconds=direction.seconds + traj.seconds,
             trajectory=[{k: s[k] for k in ("step", "self_acc", "test_acc", "val_acc")} for s in traj.steps],
         )
+        if cfg.save_edited:
+            final_state = {k: v.detach() for k, v in model.state_dict().items()}
+            best_state = {**final_state, **traj.best_state}
+            folder = root / "edited" / str(cfg.name) / row["run_id"]
+            storage.save_torch(folder / "final.pt", final_state)
+            storage.save_torch(folder / "best.pt", best_state)
+            row["edited_dir"] = str(folder)
         row["status"] = "ok"
     except Exception as err:
         row.update(status="failed", error=f"{type(err).__name__}: {err}")
