@@ -89,5 +89,6 @@ def test_cifar10_offline_names_the_digits_dataset(tmp_path, monkeypatch):
     monkeypatch.delenv("no_proxy", raising=False)
     monkeypatch.delenv("NO_PROXY", raising=False)
     with pytest.raises(DatasetUnavailable, match="dataset=digits") as err:
-        data.load(_cfg("cifar10"), tmp_path)
+        data.load(_cfg("cifar10"), tmp_path / "data")
     assert "\n" not in str(err.value)
+    assert list(tmp_path.iterdir()) == []  # no empty folders left behind

@@ -86,11 +86,15 @@ def _torchvision(cfg: DictConfig, data_dir: Path, seed: int):
 
     cls = {"cifar10": torchvision.datasets.CIFAR10}[cfg.name]
     root = data_dir / cfg.name
+    new_dirs = [d for d in (data_dir, root) if not d.exists()]
     captured = io.StringIO()
     try:
         with contextlib.redirect_stdout(captured):
             parts = [cls(root=str(root), train=t, download=True) for t in (True, False)]
     except (OSError, RuntimeError) as err:  # URLError is an OSError; RuntimeError: not found
+        for folder in reversed(new_dirs):  # leave no empty folders behind a failed download
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise DatasetUnavailable(
             f"dataset={cfg.name} is not in {root} and could not be downloaded ({reason}); "
