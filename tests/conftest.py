@@ -28,11 +28,11 @@ TINY = [
 
 @pytest.fixture
 def make_cfg(tmp_path):
-    def make(*overrides: str, root: Path | None = None):
+    def make(*overrides: str, root: Path | None = None, drop: tuple[str, ...] = ()):
+        """Compose TINY + overrides; ``drop`` removes TINY's overrides of those keys/groups."""
+        base = [o for o in TINY if o.split("=")[0].split(".")[0] not in drop]
         with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-            return compose(
-                "config", overrides=[*TINY, f"paths.root={root or tmp_path}", *overrides], return_hydra_config=False
-            )
+            return compose("config", overrides=[*base, f"paths.root={root or tmp_path}", *overrides])
 
     return make
 

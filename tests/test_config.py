@@ -76,6 +76,23 @@ def test_cli_refuses_with_one_line_and_writes_nothing(tmp_path, override):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_exact_solver_is_refused_for_a_large_model_before_training(make_cfg, tmp_path):
+    from gif_bench.runner import run
+
+    with pytest.raises(ConfigError, match=r"solver=exact: needs a model of at most 20,000 parameters"):
+        run(make_cfg("solver=exact", drop=("solver",)))
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "results").exists()
+
+
+def test_exact_solver_runs_end_to_end_on_a_small_model(make_cfg):
+    from gif_bench.runner import run
+
+    row = run(
+        make_cfg("solver=exact", "model=mlp", "model.hidden=[4]", "dataset.image_size=8", drop=("solver", "model"))
+    )
+    assert row["status"] == "ok" and row["solver"] == "exact" and row["solver_residual"] < 1e-6
+
+
 def test_cli_offline_paper_command_points_to_digits(tmp_path):
     closed = "http://127.0.0.1:9"
     env = {"http_proxy": closed, "https_proxy": closed, "HTTP_PROXY": closed, "HTTPS_PROXY": closed, "no_proxy": ""}

@@ -16,7 +16,9 @@ from omegaconf import DictConfig
 from . import data as datasets
 from . import editing, metrics, models, results, storage, tasks, tracking, train
 from .config import resolve_device, validate
+from .errors import ConfigError
 from .influence import tree
+from .influence.methods import EXACT_MAX_PARAMS
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +93,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     torch.manual_seed(int(cfg.seed))
     model = models.build(cfg.model, dataset.in_channels, dataset.num_classes, cfg.dataset.image_size).to(device)
     metric_fn = metrics.TASK_METRICS[cfg.task.name]
+    if cfg.solver.name == "exact" and models.n_params(model) > EXACT_MAX_PARAMS:
+        raise ConfigError(
+            "solver=exact",
+            f"needs a model of at most {EXACT_MAX_PARAMS:,} parameters; this one has "
+            f"{models.n_params(model):,} (use solver=cg or solver=lissa)",
+        )
 
     row = base_row(cfg, device)
     tracker = tracking.start(cfg, root)

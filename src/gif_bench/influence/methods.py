@@ -31,6 +31,7 @@ from .tree import Params
 
 METHODS = ("gif",)
 SOLVERS = ("lissa", "cg", "exact")
+EXACT_MAX_PARAMS = 20_000  # an explicit n×n Hessian beyond this is too large to be useful
 
 
 def _full_mask(params: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -97,6 +98,9 @@ def solve(
     params = {k: v.detach() for k, v in params.items()}
     mask = _full_mask(params) if mask is None else {k: mask[k].to(torch.bool) for k in params}
     if solver == "exact":
+        n = sum(t.numel() for t in params.values())
+        if n > EXACT_MAX_PARAMS:
+            raise ValueError(f"solver='exact' builds an n×n Hessian: n={n:,} is over {EXACT_MAX_PARAMS:,}")
         delta, info = _gif_exact(loss, params, grad, mask)
     else:
         hvp = hvp_fn(loss, params, mode=options.pop("hvp", "reverse"))
