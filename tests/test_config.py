@@ -84,6 +84,14 @@ def test_exact_solver_is_refused_for_a_large_model_before_training(make_cfg, tmp
     assert not (tmp_path / "cache").exists() and not (tmp_path / "results").exists()
 
 
+def test_a_ratio_that_selects_nothing_is_refused_before_training(make_cfg, tmp_path):
+    from gif_bench.runner import run
+
+    with pytest.raises(ConfigError, match=r"mr=1e-05: selects no parameter"):
+        run(make_cfg("mr=0.00001"))
+    assert not (tmp_path / "cache").exists()
+
+
 def test_exact_solver_runs_end_to_end_on_a_small_model(make_cfg):
     from gif_bench.runner import run
 

@@ -131,3 +131,14 @@ def test_unknown_method_and_solver_are_refused():
         influence.solve("nope", loss, params, grad)
     with pytest.raises(ValueError, match="solver='nope'"):
         influence.solve("gif", loss, params, grad, solver="nope")
+
+
+def test_key_order_of_grad_and_mask_does_not_matter():
+    loss, params, grad, mask = _problem(0, ridge=1.0)
+    reordered_grad = dict(reversed(list(grad.items())))
+    reordered_mask = dict(reversed(list(mask.items())))
+    for solver, options in (("exact", {}), ("cg", dict(tol=1e-12, max_iter=500))):
+        a = influence.solve("gif", loss, params, grad, mask=mask, solver=solver, **options)
+        b = influence.solve("gif", loss, params, reordered_grad, mask=reordered_mask, solver=solver, **options)
+        assert list(b) == list(params)
+        assert _rel(tree.flatten(b), tree.flatten(a)) < 1e-10

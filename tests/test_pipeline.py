@@ -1,6 +1,8 @@
 """The whole run on tiny synthetic data: rows, skipping, the model cache, W&B offline, Hydra CLI."""
 
 import json
+import os
+import stat
 import subprocess
 import sys
 
@@ -49,6 +51,9 @@ def test_run_writes_a_complete_row_then_skips_then_reuses_the_cache(make_cfg, tm
     assert row["model_cached"] is False and 1 <= row["steps"] <= 3 and len(row["trajectory"]) == row["steps"]
     assert list((tmp_path / "cache" / "models").glob("*.pt"))
     assert not list(tmp_path.rglob("*.tmp"))  # atomic writes leave no temp files
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
 
     mtime = path.stat().st_mtime_ns
     again = runner.run(cfg)

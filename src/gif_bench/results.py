@@ -15,10 +15,14 @@ NOT_IN_RUN_ID = ("paths", "logger", "force", "save_edited", "hydra")
 
 
 def run_id(cfg: DictConfig) -> str:
-    """Hash of the resolved config without logging, paths and ``force``."""
+    """Hash of the resolved config without logging, paths and ``force``; ``device: auto`` is
+    replaced by the device type it resolves to, so CPU and GPU results are kept apart."""
+    from .config import resolve_device
+
     spec = OmegaConf.to_container(cfg, resolve=True)
     for key in NOT_IN_RUN_ID:
         spec.pop(key, None)
+    spec["device"] = resolve_device(str(cfg.device)).type
     return storage.digest(spec, length=12)
 
 

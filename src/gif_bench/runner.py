@@ -14,7 +14,7 @@ import torch
 from omegaconf import DictConfig
 
 from . import data as datasets
-from . import editing, metrics, models, results, storage, tasks, tracking, train
+from . import editing, influence, metrics, models, results, storage, tasks, tracking, train
 from .config import resolve_device, validate
 from .errors import ConfigError
 from .influence import tree
@@ -87,6 +87,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     started = time.perf_counter()
     device = resolve_device(cfg.device)
+    if device.type == "cuda":  # jobs of a sweep share the process: measure this one alone
+        torch.cuda.reset_peak_memory_stats(device)
     root = Path(cfg.paths.root)
     dataset = datasets.load(cfg.dataset, cfg.paths.data, device)
     edit = tasks.build(cfg.task, dataset)
@@ -99,6 +101,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             f"needs a model of at most {EXACT_MAX_PARAMS:,} parameters; this one has "
             f"{models.n_params(model):,} (use solver=cg or solver=lissa)",
         )
+
+    budget = sum(influence.layer_budget(m, float(cfg.mr)) for m in influence.selectable_layers(model).values())
+    if cfg.selector.name != "all" and budget == 0:
+        raise ConfigError(f"mr={cfg.mr}", "selects no parameter in any layer of this model; raise mr")
 
     row = base_row(cfg, device)
     tracker = tracking.start(cfg, root)

@@ -34,8 +34,12 @@ class Trained:
 
 
 def cache_key(cfg: DictConfig, train_set: Split) -> str:
-    """Hash of everything that determines trained weights."""
+    """Hash of everything that determines trained weights (the device type too: CPU and CUDA
+    draw different random streams, and bf16 autocast only runs on CUDA)."""
+    device = train_set.y.device.type
     spec = {
+        "device": device,
+        "amp": bool(cfg.train.amp) and device == "cuda",
         "dataset": OmegaConf.to_container(cfg.dataset, resolve=True),
         "model": OmegaConf.to_container(cfg.model, resolve=True),
         "train": OmegaConf.to_container(cfg.train, resolve=True),

@@ -53,9 +53,10 @@ def _gif_iterative(hvp, grad, mask, solver, options) -> tuple[Params, SolveInfo]
 
 
 def _gif_exact(loss, params, grad, mask) -> tuple[Params, SolveInfo]:
-    h = hessian_matrix(loss, params).double()
-    g = tree.flatten(grad).double()
-    cols = tree.flatten(mask).nonzero().squeeze(1)
+    # Dense least squares in float64 on the CPU (CUDA's lstsq has no rank-revealing driver).
+    h = hessian_matrix(loss, params).double().cpu()
+    g = tree.flatten(grad).double().cpu()
+    cols = tree.flatten(mask).cpu().nonzero().squeeze(1)
     h_j = h[:, cols]
     x_j = torch.linalg.lstsq(h_j, g.unsqueeze(1), driver="gelsd").solution.squeeze(1)
     x = torch.zeros_like(g)
@@ -64,7 +65,8 @@ def _gif_exact(loss, params, grad, mask) -> tuple[Params, SolveInfo]:
     res = torch.linalg.vector_norm(normal_rhs - h_j.T @ (h_j @ x_j))
     info = SolveInfo(solver="exact", iterations=1, converged=True)
     info.residual = float(res / torch.linalg.vector_norm(normal_rhs).clamp_min(1e-300))
-    return tree.unflatten(x.to(next(iter(params.values())).dtype), params), info
+    first = next(iter(params.values()))
+    return tree.unflatten(x.to(device=first.device, dtype=first.dtype), params), info
 
 
 def solve(
@@ -96,7 +98,11 @@ def solve(
     if solver not in SOLVERS:
         raise ValueError(f"solver={solver!r} is not one of {', '.join(SOLVERS)}")
     params = {k: v.detach() for k, v in params.items()}
-    mask = _full_mask(params) if mask is None else {k: mask[k].to(torch.bool) for k in params}
+    grad = {k: grad[k] for k in params}  # every vector in the key order of params
+    if mask is None:
+        mask = _full_mask(params)
+    else:
+        mask = {k: mask[k].to(device=params[k].device, dtype=torch.bool) for k in params}
     if solver == "exact":
         n = sum(t.numel() for t in params.values())
         if n > EXACT_MAX_PARAMS:
@@ -104,5 +110,5 @@ def solve(
         delta, info = _gif_exact(loss, params, grad, mask)
     else:
         hvp = hvp_fn(loss, params, mode=options.pop("hvp", "reverse"))
-        delta, info = _gif_iterative(hvp, dict(grad), mask, solver, options)
+        delta, info = _gif_iterative(hvp, grad, mask, solver, options)
     return (delta, info) if return_info else delta
