@@ -142,3 +142,55 @@ def test_key_order_of_grad_and_mask_does_not_matter():
         b = influence.solve("gif", loss, params, reordered_grad, mask=reordered_mask, solver=solver, **options)
         assert list(b) == list(params)
         assert _rel(tree.flatten(b), tree.flatten(a)) < 1e-10
+
+
+def _closed_forms(loss, params, grad, mask):
+    h = influence.hessian_matrix(loss, params)
+    g = tree.flatten(grad)
+    j = tree.flatten(mask)
+    cols = j.nonzero().squeeze(1)
+    out = {}
+    x = torch.zeros_like(g)
+    x[cols] = torch.linalg.solve(h[:, cols].T @ h[:, cols], h[:, cols].T @ g)
+    out["gif"] = x
+    x = torch.zeros_like(g)
+    x[cols] = torch.linalg.solve(h[cols][:, cols], g[cols])
+    out["freezing"] = x
+    full = torch.linalg.solve(h, g)
+    out["projecting"] = torch.where(j, full, torch.zeros_like(full))
+    out["koh"] = full
+    return out
+
+
+METHOD_OPTIONS = {
+    "lissa": dict(scale="auto", tol=1e-10, max_iter=20000),
+    "cg": dict(tol=1e-12, max_iter=2000),
+    "exact": {},
+}
+
+
+@pytest.mark.parametrize("method", ["gif", "freezing", "projecting", "koh"])
+@pytest.mark.parametrize("solver", ["lissa", "cg", "exact"])
+def test_every_method_and_solver_matches_its_formula(method, solver):
+    loss, params, grad, mask = _problem(2, ridge=1.0)
+    expected = _closed_forms(loss, params, grad, mask)[method]
+    options = dict(METHOD_OPTIONS[solver])
+    if method == "koh" and solver == "lissa":  # classic LiSSA: damping 0 gives H⁻¹ g exactly
+        options = dict(damping=0.0, scale="auto", tol=1e-13, max_iter=20000)
+    delta, info = influence.solve(method, loss, params, grad, mask=mask, solver=solver, return_info=True, **options)
+    got = tree.flatten(delta)
+    assert _rel(got, expected) < 1e-4, info
+    if method != "koh":
+        outside = ~tree.flatten(mask)
+        assert torch.equal(got[outside], torch.zeros_like(got[outside]))
+
+
+def test_classic_lissa_with_damping_is_the_damped_inverse():
+    loss, params, grad, _ = _problem(2, ridge=1.0)
+    h = influence.hessian_matrix(loss, params)
+    lam, s = 0.05, 10.0
+    expected = torch.linalg.solve(h + lam * s * torch.eye(len(h), dtype=h.dtype), tree.flatten(grad))
+    delta, info = influence.solve(
+        "koh", loss, params, grad, solver="lissa", return_info=True, damping=lam, scale=s, tol=1e-13, max_iter=20000
+    )
+    assert info.converged and _rel(tree.flatten(delta), expected) < 1e-6

@@ -143,3 +143,12 @@ def test_cli_run_and_multirun(tmp_path):
         [sys.executable, "scripts/summarize.py", "--root", str(tmp_path)], cwd=ROOT, capture_output=True, text=True
     )
     assert summary.returncode == 0 and "gif" in summary.stdout and "0.05" in summary.stdout
+
+
+def test_every_method_runs_from_the_harness(make_cfg):
+    for method in ("freezing", "projecting", "koh"):
+        row = runner.run(make_cfg(f"method={method}"))
+        assert row["status"] == "ok" and row["method"] == method and row["hvps"] > 0
+        assert (row["n_selected"] == row["n_params"]) == (method == "koh")
+    row = runner.run(make_cfg("method=koh", "solver=lissa", drop=("solver",)))
+    assert row["status"] == "ok" and row["solver_scale"] == 25.0 and row["solver_restarts"] == 0  # classic LiSSA

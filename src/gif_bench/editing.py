@@ -90,7 +90,10 @@ def influence_direction(cfg: DictConfig, model: nn.Module, edit: Edit) -> Direct
     )
     options = {k: v for k, v in OmegaConf.to_container(cfg.solver, resolve=True).items() if k != "name"}
     if cfg.solver.name == "lissa":
+        options.update(OmegaConf.to_container(cfg.method.get("lissa") or {}, resolve=True))
         options.setdefault("seed", int(cfg.seed))
+    if cfg.method.name == "koh":  # every parameter, whatever the selector chose
+        mask = {k: torch.ones_like(v, dtype=torch.bool) for k, v in params.items()}
     delta, info = influence.solve(
         cfg.method.name, hessian_loss, params, grad, mask=mask, solver=cfg.solver.name, return_info=True, **options
     )

@@ -180,3 +180,51 @@ def cg(
     info.residual = math.sqrt(rr) / b_norm
     info.converged = info.residual <= tol
     return x, info
+
+
+def lissa_classic(
+    hvp: Operator,
+    rhs: Mapping[str, Tensor],
+    *,
+    damping: float = 0.01,
+    scale: float | str = 25.0,
+    max_iter: int = 1000,
+    tol: float = 0.0,
+    power_iters: int = 20,
+    seed: int = 0,
+) -> tuple[Params, SolveInfo]:
+    """Koh & Liang's LiSSA for ``H x = g``: ``h_0 = g``, ``h_t = g + (1 − λ) h_{t−1} − H h_{t−1} / s``.
+
+    Returns ``h_T / s``, which tends to ``(H + λ s I)⁻¹ g`` when the series converges, i.e. to
+    ``H⁻¹ g`` for ``damping`` λ = 0. It needs every eigenvalue of ``λ I + H/s`` in (0, 2): an
+    indefinite H makes it diverge, which is reported (``converged=False``, non-finite residual)
+    rather than hidden. ``scale="auto"`` sets s to the power-iteration estimate of ``|λ|_max(H)``.
+    Stops after ``max_iter`` steps, or earlier when ``‖h_t − h_{t−1}‖ ≤ tol ‖h_t‖``.
+    """
+    info = SolveInfo(solver="lissa")
+    if scale == "auto":
+        gen = torch.Generator().manual_seed(seed)
+        s = top_eigenvalue(hvp, rhs, power_iters, gen)
+        info.hvps += power_iters
+        s = s if s > 0 and math.isfinite(s) else 1.0
+    else:
+        s = float(scale)
+    h = dict(rhs)
+    k = 0
+    for k in range(1, max_iter + 1):  # noqa: B007 - k is the iteration count reported
+        hh = hvp(h)
+        info.hvps += 1
+        new = {key: rhs[key] + (1 - damping) * h[key] - hh[key] / s for key in h}
+        step = tree.norm(tree.add(new, h, -1.0))
+        h = new
+        if not math.isfinite(step):
+            break
+        if step <= tol * tree.norm(h):
+            info.converged = True
+            break
+    x = tree.scale(h, 1.0 / s)
+    info.iterations, info.scale = k, s
+    g_norm = tree.norm(rhs)
+    info.residual = tree.norm(tree.add(rhs, hvp(x), -1.0)) / g_norm if g_norm else 0.0
+    info.hvps += 1
+    return x, info
