@@ -146,3 +146,46 @@ def solve(
         hvp = hvp_fn(loss, params, mode=options.pop("hvp", "reverse"))
         delta, info = _iterative(method, hvp, grad, mask, solver, options)
     return (delta, info) if return_info else delta
+
+
+def second_order(
+    loss: Loss,
+    removed_loss: Loss,
+    params: Mapping[str, Tensor],
+    removed_grad: Mapping[str, Tensor],
+    *,
+    m: int,
+    u: int,
+    solver: str = "cg",
+    return_info: bool = False,
+    **options: Any,
+) -> Params | tuple[Params, SolveInfo]:
+    """Second-order group influence of removing U (Basu, You & Feizi, 2020).
+
+    With p = u/m, H the Hessian of the **full** mean loss ``loss``, ``H_U`` the Hessian of
+    ``removed_loss`` = Σ_{z∈U} ℓ(z) and G = ``removed_grad`` = Σ_{z∈U} ∇ℓ(z):
+
+        Δθ = (1−2p)/(1−p)² · (1/m) · H⁻¹ G  +  1/(1−p)² · (1/m²) · H⁻¹ H_U H⁻¹ G,
+
+    the change to add to θ̂ (the module's sign convention). Two solves with H (``solver`` and
+    ``options`` as for ``solve("koh", ...)``) and one product with ``H_U``; the diagnostics add
+    up both solves and report the larger residual.
+    """
+    if not 0 < u < m:
+        raise ValueError(f"need 0 < u < m, got u={u}, m={m}")
+    p = u / m
+    first, info1 = solve("koh", loss, params, removed_grad, solver=solver, return_info=True, **options)
+    h_u_first = hvp_fn(removed_loss, params)(first)
+    second, info2 = solve("koh", loss, params, h_u_first, solver=solver, return_info=True, **options)
+    c1, c2 = (1 - 2 * p) / ((1 - p) ** 2 * m), 1 / ((1 - p) ** 2 * m**2)
+    delta = {k: c1 * first[k] + c2 * second[k] for k in first}
+    info = SolveInfo(
+        solver=info1.solver,
+        iterations=info1.iterations + info2.iterations,
+        hvps=info1.hvps + info2.hvps + 1,
+        restarts=info1.restarts + info2.restarts,
+        scale=info2.scale,
+        residual=max(info1.residual, info2.residual),
+        converged=info1.converged and info2.converged,
+    )
+    return (delta, info) if return_info else delta

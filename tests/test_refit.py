@@ -1,0 +1,118 @@
+"""Influence predictions against exact refits of ridge regression (a quadratic: closed forms)."""
+
+import pytest
+import torch
+
+from gif_bench import influence
+from gif_bench.influence import tree
+
+RIDGE = 0.1
+
+
+def _ridge(m=60, d=6, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(m, d, generator=gen, dtype=torch.double)
+    y = x @ torch.randn(d, generator=gen, dtype=torch.double) + 0.3 * torch.randn(m, generator=gen, dtype=torch.double)
+    return x, y
+
+
+def _per_example(theta, x, y):
+    """ℓ_i = ½(x_iᵀθ − y_i)² + ½λ‖θ‖² (the regulariser inside ℓ keeps every mean loss ridge)."""
+    return 0.5 * (x @ theta - y) ** 2 + 0.5 * RIDGE * (theta**2).sum()
+
+
+def _fit(x, y):
+    d = x.shape[1]
+    return torch.linalg.solve(x.T @ x / len(y) + RIDGE * torch.eye(d, dtype=x.dtype), x.T @ y / len(y))
+
+
+def _setup(u):
+    x, y = _ridge()
+    m = len(y)
+    theta = _fit(x, y)
+    removed, kept = torch.arange(u), torch.arange(u, m)
+    refit = _fit(x[kept], y[kept])
+    params = {"theta": theta}
+
+    def mean_loss(idx):
+        return lambda p: _per_example(p["theta"], x[idx], y[idx]).mean()
+
+    def sum_loss(idx):
+        return lambda p: _per_example(p["theta"], x[idx], y[idx]).sum()
+
+    g_sum = influence.gradient(sum_loss(removed), params)  # G = Σ_U ∇ℓ
+    return dict(
+        m=m,
+        u=u,
+        params=params,
+        refit=refit,
+        theta=theta,
+        kept=kept,
+        removed=removed,
+        mean_loss=mean_loss,
+        sum_loss=sum_loss,
+        g_sum=g_sum,
+    )
+
+
+def _err(delta, s):
+    return float(torch.linalg.vector_norm(s["theta"] + delta["theta"] - s["refit"]))
+
+
+@pytest.mark.parametrize("solver", ["cg", "exact"])
+def test_koh_with_the_retained_hessian_is_the_exact_refit(solver):
+    s = _setup(u=15)
+    grad = tree.scale(s["g_sum"], 1.0 / (s["m"] - s["u"]))  # g = (1/(m−u)) Σ_U ∇ℓ
+    delta = influence.solve("koh", s["mean_loss"](s["kept"]), s["params"], grad, solver=solver, tol=1e-13)
+    assert _err(delta, s) < 1e-8
+
+
+def test_second_order_beats_first_order_for_a_large_group_and_signs_agree():
+    s = _setup(u=20)  # a third of the data
+    full = torch.arange(s["m"])
+    true_change = s["refit"] - s["theta"]
+    first = influence.solve(
+        "koh", s["mean_loss"](full), s["params"], tree.scale(s["g_sum"], 1 / s["m"]), solver="exact"
+    )
+    second = influence.second_order(
+        s["mean_loss"](full), s["sum_loss"](s["removed"]), s["params"], s["g_sum"], m=s["m"], u=s["u"], solver="exact"
+    )
+    for delta in (first, second):
+        assert torch.nn.functional.cosine_similarity(delta["theta"], true_change, dim=0) > 0.9
+    assert _err(second, s) < 0.7 * _err(first, s)
+
+
+def test_second_order_solvers_agree():
+    s = _setup(u=20)
+    full = torch.arange(s["m"])
+    args = (s["mean_loss"](full), s["sum_loss"](s["removed"]), s["params"], s["g_sum"])
+    exact = influence.second_order(*args, m=s["m"], u=s["u"], solver="exact")
+    cg, info = influence.second_order(*args, m=s["m"], u=s["u"], solver="cg", tol=1e-13, return_info=True)
+    assert torch.allclose(cg["theta"], exact["theta"], rtol=1e-8, atol=1e-12)
+    assert info.hvps > 0 and info.residual < 1e-10
+
+
+def test_freezing_is_the_exact_optimum_over_j_with_the_rest_fixed():
+    s = _setup(u=15)
+    grad = tree.scale(s["g_sum"], 1.0 / (s["m"] - s["u"]))
+    mask = {"theta": torch.tensor([True, False, True, True, False, False])}
+    delta = influence.solve("freezing", s["mean_loss"](s["kept"]), s["params"], grad, mask=mask, solver="exact")
+    # minimise the retained mean loss over θ_J with θ_{−J} held at θ̂: a small linear solve
+    x, y = _ridge()
+    xk, yk = x[s["kept"]], y[s["kept"]]
+    j = mask["theta"]
+    fixed = s["theta"].clone()
+    a = xk[:, j].T @ xk[:, j] / len(yk) + RIDGE * torch.eye(int(j.sum()), dtype=x.dtype)
+    b = xk[:, j].T @ (yk - xk[:, ~j] @ fixed[~j]) / len(yk)
+    optimum = fixed.clone()
+    optimum[j] = torch.linalg.solve(a, b)
+    assert torch.allclose(s["theta"] + delta["theta"], optimum, atol=1e-10)
+    assert torch.equal(delta["theta"][~j], torch.zeros(int((~j).sum()), dtype=x.dtype))
+
+
+def test_second_order_refuses_an_empty_or_total_group():
+    s = _setup(u=5)
+    with pytest.raises(ValueError, match="0 < u < m"):
+        influence.second_order(
+            s["mean_loss"](s["kept"]), s["sum_loss"](s["removed"]), s["params"], s["g_sum"], m=5, u=5
+        )
