@@ -146,9 +146,9 @@ def test_cli_run_and_multirun(tmp_path):
 
 
 def test_every_method_runs_from_the_harness(make_cfg):
-    for method in ("freezing", "projecting", "koh"):
+    for method in ("freezing", "projecting", "koh", "second_order"):
         row = runner.run(make_cfg(f"method={method}"))
         assert row["status"] == "ok" and row["method"] == method and row["hvps"] > 0
-        assert (row["n_selected"] == row["n_params"]) == (method == "koh")
+        assert (row["n_selected"] == row["n_params"]) == (method in ("koh", "second_order"))
     row = runner.run(make_cfg("method=koh", "solver=lissa", drop=("solver",)))
     assert row["status"] == "ok" and row["solver_scale"] == 25.0 and row["solver_restarts"] == 0  # classic LiSSA

@@ -98,7 +98,7 @@ def validate(cfg: DictConfig) -> None:
 
     _choice(cfg, "selector.name", SELECTORS)
     _number(cfg, "selector.samples", 1, integer=True)
-    _choice(cfg, "method.name", METHODS)
+    _choice(cfg, "method.name", (*METHODS, "second_order"))
     _choice(cfg, "solver.name", SOLVERS)
     if _get(cfg, "solver.name") == "lissa":
         _number(cfg, "solver.max_iter", 1, integer=True)

@@ -65,12 +65,17 @@ def removal_gradient(model: nn.Module, edit: Edit, params: dict[str, Tensor], ch
 
 
 def influence_direction(cfg: DictConfig, model: nn.Module, edit: Edit) -> Direction:
-    """Select J and solve for Δθ on a fixed Hessian sample of retained training examples."""
+    """Select J and solve for Δθ on a fixed Hessian sample of retained training examples.
+
+    ``second_order`` follows Basu et al. instead: its H is taken on a sample of the whole
+    training set and its ``H_U`` on a sample of U scaled up to the sum over U.
+    """
     start = time.perf_counter()
     model.eval()
     gen = torch.Generator().manual_seed(int(cfg.seed))
-    retained = edit.retained_index.cpu()
-    h_idx = retained[torch.randperm(len(retained), generator=gen)[: cfg.hessian.samples]].to(edit.train_set.y.device)
+    second_order = cfg.method.name == "second_order"
+    pool = torch.arange(edit.m) if second_order else edit.retained_index.cpu()
+    h_idx = pool[torch.randperm(len(pool), generator=gen)[: cfg.hessian.samples]].to(edit.train_set.y.device)
     x_h, y_h = edit.train_set.x[h_idx], edit.train_set.y[h_idx]
     s_idx = torch.randperm(edit.u, generator=gen)[: cfg.selector.samples].to(edit.removed.y.device)
 
@@ -92,11 +97,31 @@ def influence_direction(cfg: DictConfig, model: nn.Module, edit: Edit) -> Direct
     if cfg.solver.name == "lissa":
         options.update(OmegaConf.to_container(cfg.method.get("lissa") or {}, resolve=True))
         options.setdefault("seed", int(cfg.seed))
-    if cfg.method.name == "koh":  # every parameter, whatever the selector chose
+    if cfg.method.name in ("koh", "second_order"):  # every parameter, whatever the selector chose
         mask = {k: torch.ones_like(v, dtype=torch.bool) for k, v in params.items()}
-    delta, info = influence.solve(
-        cfg.method.name, hessian_loss, params, grad, mask=mask, solver=cfg.solver.name, return_info=True, **options
-    )
+    if second_order:
+        u_idx = torch.randperm(edit.u, generator=gen)[: cfg.hessian.samples].to(edit.removed.y.device)
+        x_u, y_u = edit.removed.x[u_idx], edit.removed.y[u_idx]
+
+        def removed_loss(p: dict[str, Tensor]) -> Tensor:  # ≈ Σ_{z∈U} ℓ(z) from a sample of U
+            return F.cross_entropy(logits(p, x_u), y_u, reduction="sum") * (edit.u / len(u_idx))
+
+        removed_sum = tree.scale(grad, float(edit.m - edit.u))  # G = Σ_U ∇ℓ
+        delta, info = influence.second_order(
+            hessian_loss,
+            removed_loss,
+            params,
+            removed_sum,
+            m=edit.m,
+            u=edit.u,
+            solver=cfg.solver.name,
+            return_info=True,
+            **options,
+        )
+    else:
+        delta, info = influence.solve(
+            cfg.method.name, hessian_loss, params, grad, mask=mask, solver=cfg.solver.name, return_info=True, **options
+        )
     return Direction(delta, mask, info, time.perf_counter() - start)
 
 
