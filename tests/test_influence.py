@@ -62,13 +62,17 @@ def test_gif_matches_closed_form_random_mask(solver):
     assert info.residual < 1e-6
 
 
-@pytest.mark.parametrize("solver", ["lissa", "cg"])
+@pytest.mark.parametrize("solver", ["lissa", "cg", "lsqr"])
 def test_gif_on_an_indefinite_hessian(solver):
     loss, params, grad, mask = _problem(0, ridge=0.0)
     h, cols, x_j = _closed_form_gif(loss, params, grad, mask)
     eig = torch.linalg.eigvalsh(h)
     assert eig.min() < -1e-2 and eig.max() > 1e-2  # genuinely indefinite
-    options = {"lissa": dict(scale="auto", tol=1e-11, max_iter=50000), "cg": dict(tol=1e-12, max_iter=2000)}
+    options = {
+        "lissa": dict(scale="auto", tol=1e-11, max_iter=50000),
+        "cg": dict(tol=1e-12, max_iter=2000),
+        "lsqr": dict(tol=1e-12, max_iter=2000),
+    }
     delta = influence.solve("gif", loss, params, grad, mask=mask, solver=solver, **options[solver])
     assert _rel(tree.flatten(delta)[cols], x_j) < 1e-4
 
@@ -165,12 +169,13 @@ def _closed_forms(loss, params, grad, mask):
 METHOD_OPTIONS = {
     "lissa": dict(scale="auto", tol=1e-10, max_iter=20000),
     "cg": dict(tol=1e-12, max_iter=2000),
+    "lsqr": dict(tol=1e-12, max_iter=2000),
     "exact": {},
 }
 
 
 @pytest.mark.parametrize("method", ["gif", "freezing", "projecting", "koh"])
-@pytest.mark.parametrize("solver", ["lissa", "cg", "exact"])
+@pytest.mark.parametrize("solver", ["lissa", "cg", "lsqr", "exact"])
 def test_every_method_and_solver_matches_its_formula(method, solver):
     loss, params, grad, mask = _problem(2, ridge=1.0)
     expected = _closed_forms(loss, params, grad, mask)[method]

@@ -107,7 +107,7 @@ def validate(cfg: DictConfig) -> None:
         _number(cfg, "solver.max_restarts", 0, integer=True)
         if _get(cfg, "solver.scale") != "auto":
             _number(cfg, "solver.scale", 0.0, lo_open=True)
-    if _get(cfg, "solver.name") == "cg":
+    if _get(cfg, "solver.name") in ("cg", "lsqr"):
         _number(cfg, "solver.max_iter", 1, integer=True)
         _number(cfg, "solver.tol", 0.0)
 

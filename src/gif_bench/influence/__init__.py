@@ -9,7 +9,7 @@ Functions of parameter dicts via ``torch.func``: no Hydra, no I/O, no global sta
 from .hvp import gradient, hessian_matrix, hvp_fn
 from .methods import METHODS, SOLVERS, second_order, solve
 from .selectors import SELECTORS, layer_budget, select, selectable_layers
-from .solvers import SolveInfo, SolverDiverged, cg, lissa, lissa_classic, top_eigenvalue
+from .solvers import SolveInfo, SolverDiverged, cg, lissa, lissa_classic, lsqr, top_eigenvalue
 
 __all__ = [
     "METHODS",
@@ -24,6 +24,7 @@ __all__ = [
     "layer_budget",
     "lissa",
     "lissa_classic",
+    "lsqr",
     "second_order",
     "select",
     "selectable_layers",

@@ -19,7 +19,8 @@ method         Δθ                                          least-squares form 
 are ``H_J v = H P_J v`` and ``H_Jᵀ u = P_J H u`` (``P_J`` zeroes entries outside J). Every
 iterative solver here works on the normal equations ``KᵀK x = Kᵀ r`` (two Hessian-vector
 products per iteration), which are positive semi-definite even where H is indefinite, as the
-paper's modified LiSSA requires; ``exact`` solves the dense least-squares problem. For
+paper's modified LiSSA requires, except ``lsqr``, which works with K and Kᵀ directly; ``exact``
+solves the dense least-squares problem. For
 ``koh`` with ``solver="lissa"`` the classic LiSSA of Koh & Liang is run instead (see
 :func:`~gif_bench.influence.solvers.lissa_classic`).
 """
@@ -34,11 +35,11 @@ from torch import Tensor
 
 from . import tree
 from .hvp import Loss, hessian_matrix, hvp_fn
-from .solvers import SolveInfo, cg, lissa, lissa_classic
+from .solvers import SolveInfo, cg, lissa, lissa_classic, lsqr
 from .tree import Params
 
 METHODS = ("gif", "freezing", "projecting", "koh")
-SOLVERS = ("lissa", "cg", "exact")
+SOLVERS = ("lissa", "cg", "lsqr", "exact")
 EXACT_MAX_PARAMS = 20_000  # an explicit n×n Hessian beyond this is too large to be useful
 
 
@@ -63,7 +64,25 @@ def _normal_equations(method: str, hvp, grad: Params, mask: dict[str, Tensor]):
 _RESTART_OPTIONS = ("mu", "max_restarts", "patience")
 
 
+def _least_squares(method: str, hvp, grad: Params, mask: dict[str, Tensor]):
+    """``(v ↦ K v, u ↦ Kᵀ u, r)`` of ``method``'s least-squares form (one HVP per product)."""
+
+    def p(v):
+        return tree.project(v, mask)
+
+    if method == "gif":
+        return (lambda v: hvp(p(v))), (lambda u: p(hvp(u))), grad
+    if method == "freezing":
+        k = lambda v: p(hvp(p(v)))  # noqa: E731 - K is symmetric: one function serves both
+        return k, k, p(grad)
+    return hvp, hvp, grad
+
+
 def _iterative(method, hvp, grad, mask, solver, options) -> tuple[Params, SolveInfo]:
+    if solver == "lsqr":
+        op, op_t, r = _least_squares(method, hvp, grad, mask)
+        x, info = lsqr(op, op_t, r, **options)
+        return (x if method == "koh" else tree.project(x, mask)), info
     if method == "koh" and solver == "lissa":
         return lissa_classic(hvp, grad, **{k: v for k, v in options.items() if k not in _RESTART_OPTIONS})
     normal_op, rhs, rhs_hvps = _normal_equations(method, hvp, grad, mask)
@@ -123,8 +142,9 @@ def solve(
         grad: the right-hand side g, same keys and shapes as ``params``.
         mask: boolean dict selecting J; ``None`` selects every parameter.
         solver: ``"lissa"`` (:func:`~gif_bench.influence.solvers.lissa`), ``"cg"``
-            (:func:`~gif_bench.influence.solvers.cg` on the normal equations), options passed
-            on; or ``"exact"`` (explicit Hessian, dense least squares; small models only).
+            (:func:`~gif_bench.influence.solvers.cg` on the normal equations), ``"lsqr"``
+            (:func:`~gif_bench.influence.solvers.lsqr`), options passed on; or ``"exact"``
+            (explicit Hessian, dense least squares; small models only).
         return_info: also return the :class:`SolveInfo` diagnostics.
     """
     if method not in METHODS:

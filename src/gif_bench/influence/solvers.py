@@ -228,3 +228,64 @@ def lissa_classic(
     info.residual = tree.norm(tree.add(rhs, hvp(x), -1.0)) / g_norm if g_norm else 0.0
     info.hvps += 1
     return x, info
+
+
+def lsqr(
+    op: Operator,
+    op_t: Operator,
+    rhs: Mapping[str, Tensor],
+    *,
+    max_iter: int = 1000,
+    tol: float = 1e-6,
+    hvps_per_product: int = 1,
+) -> tuple[Params, SolveInfo]:
+    """LSQR (Paige & Saunders, 1982) for ``min ‖K x − r‖`` given ``v ↦ K v`` and ``u ↦ Kᵀ u``.
+
+    Mathematically the iterates of CG on ``KᵀK x = Kᵀ r`` (two products per iteration), but
+    it never forms ``KᵀK``, so it keeps its accuracy when K is ill-conditioned. Stops when the
+    normal-equation residual ``‖Kᵀ(r − K x)‖ ≤ tol ‖Kᵀ r‖`` (the same measure the other
+    solvers report) or after ``max_iter`` iterations. ``x_0 = 0``.
+    """
+    info = SolveInfo(solver="lsqr")
+    x = tree.zeros_like(rhs)
+    beta = tree.norm(rhs)
+    if beta == 0.0:
+        info.residual, info.converged = 0.0, True
+        return x, info
+    u = tree.scale(rhs, 1.0 / beta)
+    v = op_t(u)
+    info.hvps += hvps_per_product
+    alpha = tree.norm(v)
+    if alpha == 0.0:
+        info.residual, info.converged = 0.0, True
+        return x, info
+    v = tree.scale(v, 1.0 / alpha)
+    w = dict(v)
+    phi_bar, rho_bar = beta, alpha
+    normal_rhs = alpha * beta  # ‖Kᵀ r‖
+    residual = 1.0
+    k = 0
+    while k < max_iter and residual > tol:
+        u = tree.add(op(v), u, -alpha)
+        beta = tree.norm(u)
+        if beta > 0:
+            u = tree.scale(u, 1.0 / beta)
+        v = tree.add(op_t(u), v, -beta)
+        info.hvps += 2 * hvps_per_product
+        alpha = tree.norm(v)
+        if alpha > 0:
+            v = tree.scale(v, 1.0 / alpha)
+        k += 1
+        rho = math.hypot(rho_bar, beta)
+        c, s = rho_bar / rho, beta / rho
+        theta, rho_bar = s * alpha, -c * alpha
+        phi, phi_bar = c * phi_bar, s * phi_bar
+        x = tree.add(x, w, phi / rho)
+        w = tree.add(v, w, -theta / rho)
+        residual = phi_bar * alpha * abs(c) / normal_rhs
+        if alpha == 0.0 or beta == 0.0:
+            residual = 0.0 if alpha == 0.0 else residual
+            break
+    info.iterations, info.residual = k, residual
+    info.converged = residual <= tol
+    return x, info
