@@ -99,6 +99,28 @@ def test_lissa_restarts_on_divergence_and_still_converges():
     assert _rel(tree.flatten(delta)[cols], x_j) < 1e-4
 
 
+def test_lissa_additive_restarts_as_in_the_research_code():
+    loss, params, grad, mask = _problem(0, ridge=1.0)
+    _, cols, x_j = _closed_form_gif(loss, params, grad, mask)
+    delta, info = influence.solve(
+        "gif",
+        loss,
+        params,
+        grad,
+        mask=mask,
+        solver="lissa",
+        return_info=True,
+        scale=0.01,
+        mu=0.3,
+        growth="add",
+        tol=1e-10,
+        max_iter=20000,
+    )
+    assert info.restarts >= 1
+    assert info.scale == pytest.approx(0.01 + 0.3 * info.restarts)
+    assert _rel(tree.flatten(delta)[cols], x_j) < 1e-4
+
+
 def test_lissa_gives_up_after_max_restarts():
     loss, params, grad, mask = _problem(0, ridge=1.0)
     with pytest.raises(influence.SolverDiverged):

@@ -103,7 +103,8 @@ def validate(cfg: DictConfig) -> None:
     if _get(cfg, "solver.name") == "lissa":
         _number(cfg, "solver.max_iter", 1, integer=True)
         _number(cfg, "solver.tol", 0.0)
-        _number(cfg, "solver.mu", 1.0, lo_open=True)
+        _choice(cfg, "solver.growth", ("multiply", "add"))
+        _number(cfg, "solver.mu", 0.0 if _get(cfg, "solver.growth") == "add" else 1.0, lo_open=True)
         _number(cfg, "solver.max_restarts", 0, integer=True)
         if _get(cfg, "solver.scale") != "auto":
             _number(cfg, "solver.scale", 0.0, lo_open=True)

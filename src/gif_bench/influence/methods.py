@@ -61,7 +61,7 @@ def _normal_equations(method: str, hvp, grad: Params, mask: dict[str, Tensor]):
 
 
 # Options of the modified LiSSA that classic LiSSA has no use for (it never restarts).
-_RESTART_OPTIONS = ("mu", "max_restarts", "patience")
+_RESTART_OPTIONS = ("mu", "growth", "max_restarts", "patience")
 
 
 def _least_squares(method: str, hvp, grad: Params, mask: dict[str, Tensor]):

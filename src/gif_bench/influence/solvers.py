@@ -65,6 +65,7 @@ def lissa(
     degree: int = 2,
     scale: float | str = 1.0,
     mu: float = 2.0,
+    growth: str = "multiply",
     max_iter: int = 1000,
     tol: float = 1e-6,
     max_restarts: int = 30,
@@ -83,13 +84,17 @@ def lissa(
     i.e. ``I_k = I_0 + (I − c A) I_{k-1}`` with ``I_0 = c b``. It converges to ``A⁻¹ b`` (the
     minimum-norm solution on range(A)) iff ``c λ_max(A) < 2``. For PSD ``A`` in that regime the
     residual norm never grows, so ``patience`` consecutive growths (or a non-finite value) mean
-    divergence: M is multiplied by ``mu`` and the series restarts from scratch (Alg. 1).
+    divergence: M is multiplied by ``mu`` (``growth="multiply"``, Alg. 1) or increased by ``mu``
+    (``growth="add"``, as the authors' research code did with mu = 3, 5 or 7) and the series
+    restarts from scratch.
 
     ``scale`` is the initial M, or ``"auto"`` to set ``c = 1/λ̂`` from ``power_iters`` steps of
     power iteration on ``A`` (λ̂ ≤ λ_max, so ``c λ_max ≥ 1`` and restarts remain the safety net).
     Stops when ``‖b − A x‖ ≤ tol ‖b‖`` or after ``max_iter`` iterations (``tol=0`` gives the
     research code's truncated series).
     """
+    if growth not in ("multiply", "add"):
+        raise ValueError(f"growth must be 'multiply' or 'add', got {growth!r}")
     info = SolveInfo(solver="lissa")
     b_norm = tree.norm(rhs)
     if b_norm == 0.0:
@@ -131,7 +136,7 @@ def lissa(
                 f"LiSSA still diverges after {max_restarts} restarts (loss divisor M={m:.3g}); "
                 "raise max_restarts or mu, or start from scale='auto'"
             )
-        m *= mu
+        m = m * mu if growth == "multiply" else m + mu
     info.iterations, info.scale = k, m
     info.residual = r_norm / b_norm
     info.converged = r_norm <= tol * b_norm
