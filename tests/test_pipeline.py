@@ -6,6 +6,7 @@ import stat
 import subprocess
 import sys
 
+import pytest
 import torch
 from conftest import ROOT, TINY, run_cli
 
@@ -152,3 +153,18 @@ def test_every_method_runs_from_the_harness(make_cfg):
         assert (row["n_selected"] == row["n_params"]) == (method in ("koh", "second_order"))
     row = runner.run(make_cfg("method=koh", "solver=lissa", drop=("solver",)))
     assert row["status"] == "ok" and row["solver_scale"] == 25.0 and row["solver_restarts"] == 0  # classic LiSSA
+
+
+def test_toy_regression_figure_and_row(tmp_path):
+    from conftest import CONF
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose("config", overrides=["experiment=toy_regression", f"paths.root={tmp_path}"])
+    row = runner.run(cfg)
+    png = tmp_path / "figures" / "toy_regression.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    # freezing is the exact minimiser over J of a quadratic: it lands on the marked optimum
+    assert row["freezing_end"] == pytest.approx(row["optimum_over_j"], abs=1e-12)
+    assert row["freezing_retained_loss"] <= min(row["gif_retained_loss"], row["projecting_retained_loss"])
+    assert row["retrain_loss"] <= row["freezing_retained_loss"] < row["retained_loss_before"]

@@ -92,7 +92,7 @@ def validate(cfg: DictConfig) -> None:
         if _get(cfg, "dataset.image_size") != 32:
             raise ConfigError(f"dataset.image_size={_get(cfg, 'dataset.image_size')}", "model=vgg11 needs 32")
 
-    _choice(cfg, "task.name", tasks.TASKS)
+    _choice(cfg, "task.name", (*tasks.TASKS, "toy_regression"))
     _number(cfg, "task.target_class", 0, classes - 1, integer=True)
     _number(cfg, "task.stop_self_acc", 0.0, 100.0)
 

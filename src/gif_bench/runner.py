@@ -81,6 +81,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     ``ok`` row is returned as is unless ``cfg.force``.
     """
     validate(cfg)
+    if cfg.task.name == "toy_regression":
+        from . import toy
+
+        return toy.run(cfg)
     if not cfg.force and (done := results.finished(cfg)) is not None:
         log.info("already done, skipping (force=true to re-run): %s", results.row_path(cfg))
         return done
