@@ -1,7 +1,7 @@
 PYTHON ?= python
 PROFILE ?= paper
 
-.PHONY: test lint quickstart clean-outputs toy-figure
+.PHONY: test lint quickstart clean-outputs toy-figure bench
 
 test:            ## the test suite (CPU, offline)
 	$(PYTHON) -m pytest -q
@@ -17,3 +17,6 @@ clean-outputs:   ## remove results, caches, W&B runs and Hydra run folders
 
 toy-figure:      ## the paper's Figure 2 toy -> docs/figures/toy_regression.png
 	$(PYTHON) -m gif_bench experiment=toy_regression paths.root=docs
+
+bench:           ## performance suite -> BENCHMARKS.md
+	$(PYTHON) scripts/bench.py
