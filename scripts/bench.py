@@ -25,8 +25,9 @@ from gif_bench.influence import tree
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _median_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up
+def _median_seconds(fn, repeats: int, warmup: int = 3) -> float:
+    for _ in range(warmup):  # oneDNN picks and caches kernels on the first calls of a shape
+        fn()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -133,7 +134,9 @@ def main() -> None:
         f"torch {torch.__version__}, Python {platform.python_version()}, CPU"
         + (f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "")
         + ". Medians of "
-        f"{args.repeats} repeats after a warm-up; every ratio is to one gradient of the same batch.",
+        f"{args.repeats} repeats after an untimed pass and 3 warm-up calls of each measurement; every ratio is "
+        "to one gradient of the same batch. Repeated runs on this 2-core machine move single figures by "
+        "up to ~15 %.",
         "",
         f"## Hessian-vector products, VGG-11, batch {args.batch}, fp32, eval mode",
         "",
@@ -142,6 +145,7 @@ def main() -> None:
         "| GIF iteration, research code (s, ×grad) | ours vs research | peak RSS so far (MB) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    hvp_table(args.widths[0], args.batch, 1)  # untimed pass: the process's first calls run slow
     for width in args.widths:
         r = hvp_table(width, args.batch, args.repeats)
         g = r["grad"]

@@ -58,6 +58,17 @@ def top_eigenvalue(
     return lam
 
 
+def _initial_scale(
+    matvec: Operator, like, scale, *, degree: int, power_iters: int, seed: int, info: SolveInfo, hvps_per_matvec: int
+) -> float:
+    """The starting loss divisor M: as given, or from power iteration so that M^degree ≈ λ_max."""
+    if scale != "auto":
+        return float(scale)
+    lam = top_eigenvalue(matvec, like, power_iters, torch.Generator().manual_seed(seed))
+    info.hvps += power_iters * hvps_per_matvec
+    return lam ** (1.0 / degree) if lam > 0 and math.isfinite(lam) else 1.0
+
+
 def lissa(
     matvec: Operator,
     rhs: Mapping[str, Tensor],
@@ -100,13 +111,10 @@ def lissa(
     if b_norm == 0.0:
         info.residual, info.converged = 0.0, True
         return tree.zeros_like(rhs), info
-    if scale == "auto":
-        gen = torch.Generator().manual_seed(seed)
-        lam = top_eigenvalue(matvec, rhs, power_iters, gen)
-        info.hvps += power_iters * hvps_per_matvec
-        m = lam ** (1.0 / degree) if lam > 0 and math.isfinite(lam) else 1.0
-    else:
-        m = float(scale)
+    m = _initial_scale(
+        matvec, rhs, scale, degree=degree, power_iters=power_iters, seed=seed, info=info,
+        hvps_per_matvec=hvps_per_matvec,
+    )  # fmt: skip
     while True:
         c = m ** (-degree)
         x, r, r_norm = tree.zeros_like(rhs), dict(rhs), b_norm
@@ -207,13 +215,7 @@ def lissa_classic(
     Stops after ``max_iter`` steps, or earlier when ``‖h_t − h_{t−1}‖ ≤ tol ‖h_t‖``.
     """
     info = SolveInfo(solver="lissa")
-    if scale == "auto":
-        gen = torch.Generator().manual_seed(seed)
-        s = top_eigenvalue(hvp, rhs, power_iters, gen)
-        info.hvps += power_iters
-        s = s if s > 0 and math.isfinite(s) else 1.0
-    else:
-        s = float(scale)
+    s = _initial_scale(hvp, rhs, scale, degree=1, power_iters=power_iters, seed=seed, info=info, hvps_per_matvec=1)
     h = dict(rhs)
     k = 0
     for k in range(1, max_iter + 1):  # noqa: B007 - k is the iteration count reported
