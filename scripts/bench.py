@@ -7,6 +7,8 @@ the same batch, so they compare across machines better than the absolute times.
 from __future__ import annotations
 
 import argparse
+import gc
+import multiprocessing
 import platform
 import resource
 import statistics
@@ -21,37 +23,44 @@ from hydra import compose, initialize_config_dir
 from gif_bench import data as datasets
 from gif_bench import influence, models, tasks, train
 from gif_bench.influence import tree
+from gif_bench.influence.masked import masked_hvps
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _median_seconds(fn, repeats: int, warmup: int = 3) -> float:
-    for _ in range(warmup):  # oneDNN picks and caches kernels on the first calls of a shape
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def _seconds(fn, device: torch.device) -> float:
+    _sync(device)
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - start
 
 
-def hvp_table(width: float, batch: int, repeats: int) -> dict[str, float]:
+def _vgg_problem(width: float, batch: int, device: torch.device):
+    """A VGG-11 of ``width`` in eval mode, one batch, its loss, a random vector and GIF's mask."""
     torch.manual_seed(0)
-    model = models.VGG(width=width, in_channels=3, num_classes=10).eval()
-    x, y = torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
+    model = models.VGG(width=width, in_channels=3, num_classes=10).to(device).eval()
+    x = torch.randn(batch, 3, 32, 32, device=device)
+    y = torch.randint(0, 10, (batch,), device=device)
     params = {k: v.detach() for k, v in model.named_parameters()}
     buffers = dict(model.named_buffers())
-    names = list(params)
 
     def loss(p):
         return F.cross_entropy(torch.func.functional_call(model, (p, buffers), (x,)), y)
 
     v = {k: torch.randn_like(t) for k, t in params.items()}
+    mask = influence.select("highest_k_gradients", model, 0.05, batch=(x, y))  # the quickstart's selector
+    return model, loss, params, v, mask
+
+
+def _sections(model, loss, params, v, mask) -> dict[str, object]:
+    """Name → a factory that does the section's set-up and returns a callable doing its work once."""
+    names = list(params)
     leaves = [params[k].clone().requires_grad_(True) for k in names]
 
     def gradient():
@@ -61,23 +70,107 @@ def hvp_table(width: float, batch: int, repeats: int) -> dict[str, float]:
         first = torch.autograd.grad(loss(dict(zip(names, leaves))), leaves, create_graph=True)
         return dict(zip(names, torch.autograd.grad(first, leaves, grad_outputs=[vec[k] for k in names])))
 
-    jvp_hvp = influence.hvp_fn(loss, params, mode="forward")
-    ours = influence.hvp_fn(loss, params, mode="reverse")
-    mask = influence.select("random", model, 0.05, seed=0)
+    def p(vec):
+        return tree.project(vec, mask)
 
-    def gif_iteration(hvp):
-        return tree.project(hvp(hvp(tree.project(v, mask))), mask)
+    def hvp(mode):
+        def factory():
+            product = influence.hvp_fn(loss, params, mode=mode)
+            return lambda: product(v)
 
-    out = {"params": sum(t.numel() for t in params.values())}
-    out["grad"] = _median_seconds(gradient, repeats)
-    out["jvp_of_grad"] = _median_seconds(lambda: jvp_hvp(v), repeats)
-    out["double_backward"] = _median_seconds(lambda: research_hvp(v), repeats)
-    out["ours_setup"] = _median_seconds(lambda: influence.hvp_fn(loss, params, mode="reverse"), repeats)
-    out["ours"] = _median_seconds(lambda: ours(v), repeats)
-    out["gif_iter_ours"] = _median_seconds(lambda: gif_iteration(ours), repeats)
-    out["gif_iter_research"] = _median_seconds(lambda: gif_iteration(research_hvp), repeats)
-    out["rss_mb"] = _rss_mb()
+        return factory
+
+    def gif_ours():
+        split = masked_hvps(loss, params, mask, model)
+        return lambda: split.rows(split.columns(v))
+
+    def gif_plain():
+        product = influence.hvp_fn(loss, params)
+        return lambda: p(product(product(p(v))))
+
+    return {
+        "grad": lambda: gradient,
+        "jvp_of_grad": hvp("forward"),
+        "double_backward": lambda: lambda: research_hvp(v),
+        "reverse": hvp("reverse"),
+        "ours": hvp("linearize"),
+        "gif_iter_ours": gif_ours,
+        "gif_iter_plain": gif_plain,
+        "gif_iter_research": lambda: lambda: p(research_hvp(research_hvp(p(v)))),
+    }
+
+
+def hvp_table(width: float, batch: int, rounds: int, device: torch.device, block: int) -> dict[str, float]:
+    """Median seconds of every section, and the median over rounds of its ratio to the gradient.
+
+    One section at a time is alive (as in a solve, which holds only its own products): after
+    its set-up and 3 untimed calls, ``rounds`` rounds each time ``block`` gradients and then
+    ``block`` calls of the section, and the ratio of a round is taken within it, so slow drifts
+    of a shared machine cancel out.
+    """
+    model, loss, params, v, mask = _vgg_problem(width, batch, device)
+    factories = _sections(model, loss, params, v, mask)
+    gradient = factories.pop("grad")()
+    for _ in range(3):
+        gradient()
+    out: dict[str, float] = {"params": sum(t.numel() for t in params.values())}
+    grad_times = []
+    for name, factory in factories.items():
+        start = time.perf_counter()
+        fn = factory()
+        fn()  # first calls trace graphs and let oneDNN pick its kernels
+        first = time.perf_counter() - start
+        for _ in range(2):
+            fn()
+        times, ratios = [], []
+        for _ in range(rounds):
+            g = _seconds(lambda: [gradient() for _ in range(block)], device) / block
+            t = _seconds(lambda fn=fn: [fn() for _ in range(block)], device) / block
+            grad_times.append(g)
+            times.append(t)
+            ratios.append(t / g)
+        out[name], out[f"{name}_x"] = statistics.median(times), statistics.median(ratios)
+        out[f"{name}_setup"] = first - out[name]  # set-up net of the work its first call did
+        del fn
+        gc.collect()
+    out["grad"], out["grad_x"] = statistics.median(grad_times), 1.0
+    out["research_over_ours"] = out["gif_iter_research_x"] / out["gif_iter_ours_x"]
+    out["masked_params"] = int(sum(int(m.sum()) for m in mask.values()))
+    if device.type == "cuda":
+        out["cuda_peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     return out
+
+
+def _peak_worker(width: float, batch: int, section: str, queue) -> None:
+    torch.set_num_threads(_THREADS)
+    model, loss, params, v, mask = _vgg_problem(width, batch, torch.device("cpu"))
+    before = _rss_mb()  # the high-water mark so far: model, batch, interpreter
+    fn = _sections(model, loss, params, v, mask)[section]()
+    fn()
+    fn()
+    queue.put(_rss_mb() - before)
+
+
+def peak_extra_mb(width: float, batch: int, section: str) -> float:
+    """Extra peak resident memory of ``section`` (set-up included) in a fresh process."""
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_peak_worker, args=(width, batch, section, queue))
+    proc.start()
+    value = queue.get()
+    proc.join()
+    return value
+
+
+def _rss_mb() -> float:
+    """Peak resident memory of this process so far (MB)."""
+    try:  # VmHWM starts afresh at exec; ru_maxrss would carry over the parent's peak
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def solver_table(tol: float, lissa_cap: int) -> list[tuple[str, int, float, bool, float]]:
@@ -111,64 +204,120 @@ def solver_table(tol: float, lissa_cap: int) -> list[tuple[str, int, float, bool
         ("lsqr", dict(tol=tol, max_iter=2000)),
     ):
         start = time.perf_counter()
-        _, info = influence.solve("gif", loss, params, grad, mask=mask, solver=name, return_info=True, **options)
+        _, info = influence.solve(
+            "gif", loss, params, grad, mask=mask, solver=name, model=model, return_info=True, **options
+        )
         rows.append((name, info.hvps, info.residual, info.converged, time.perf_counter() - start))
     return rows
+
+
+MEMORY_SECTIONS = ("grad", "double_backward", "reverse", "ours", "gif_iter_ours", "gif_iter_research")
+_THREADS = torch.get_num_threads()
+
+
+def _hvp_lines(results: dict[float, dict[str, float]]) -> list[str]:
+    def x(r, key):
+        return f"{r[key]:.3f} ({r[key + '_x']:.2f}×)"
+
+    lines = [
+        "| width | params | gradient (s) | jvp-of-grad | double backward, rebuilt per product | reverse, graph "
+        "built once | **ours**: linearized gradient | ours: trace, once per solve (s) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for width, r in results.items():
+        lines.append(
+            f"| {width} | {r['params']:,} | {r['grad']:.3f} | {x(r, 'jvp_of_grad')} | {x(r, 'double_backward')} | "
+            f"{x(r, 'reverse')} | **{x(r, 'ours')}** | {r['ours_setup']:.1f} |"
+        )
+    lines += [
+        "",
+        "One GIF iteration = the two products of the normal equations, H_Jᵀ(H_J v) = P_J H (H P_J v), for J "
+        "= highest-k gradients at 5 % (the quickstart's selector):",
+        "",
+        "| width | parameters in J | **ours**: unit-restricted products | plain products (linearized) "
+        "| research code | ours vs research | ours: traces, once per solve (s) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for width, r in results.items():
+        lines.append(
+            f"| {width} | {r['masked_params']:,} | **{x(r, 'gif_iter_ours')}** | {x(r, 'gif_iter_plain')} | "
+            f"{x(r, 'gif_iter_research')} | {r['research_over_ours']:.2f}× faster | {r['gif_iter_ours_setup']:.1f} |"
+        )
+    return lines
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--widths", type=float, nargs="+", default=[0.25, 1.0])
     parser.add_argument("--tol", type=float, default=1e-3)
-    parser.add_argument("--lissa-cap", type=int, default=500, help="LiSSA iterations at most")
+    parser.add_argument("--lissa-cap", type=int, default=1000, help="LiSSA iterations at most")
+    parser.add_argument("--skip-memory", action="store_true")
     args = parser.parse_args()
+    cpu = torch.device("cpu")
 
     lines = [
         "# Benchmarks",
         "",
         f"Written by `make bench` (scripts/bench.py) on {date.today().isoformat()}: "
         f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-        f"torch {torch.__version__}, Python {platform.python_version()}, CPU"
-        + (f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "")
-        + ". Medians of "
-        f"{args.repeats} repeats after an untimed pass and 3 warm-up calls of each measurement; every ratio is "
-        "to one gradient of the same batch. Repeated runs on this 2-core machine move single figures by "
-        "up to ~15 %.",
+        f"torch {torch.__version__}, Python {platform.python_version()}. One section is alive at a time "
+        "(as in a solve); after its set-up and 3 untimed calls it runs {args.rounds} rounds of a block of "
+        "gradients then a block of its own calls (3 each at width 0.25, 1 at width 1); a ratio (×) is the "
+        "median over rounds of the section's time over the gradient's in the same round, so slow drifts "
+        "of the machine cancel out; times are medians.",
         "",
-        f"## Hessian-vector products, VGG-11, batch {args.batch}, fp32, eval mode",
+        f"## Hessian-vector products, VGG-11, batch {args.batch}, fp32, eval mode, CPU",
         "",
-        "| width | params | gradient (s) | jvp-of-grad (s, ×grad) | double backward, rebuilt (s, ×grad) "
-        "| ours (s, ×grad) | ours: graph setup once per solve (s) | GIF iteration, ours (s, ×grad) "
-        "| GIF iteration, research code (s, ×grad) | ours vs research | peak RSS so far (MB) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    hvp_table(args.widths[0], args.batch, 1)  # untimed pass: the process's first calls run slow
+    results = {}
     for width in args.widths:
-        r = hvp_table(width, args.batch, args.repeats)
-        g = r["grad"]
-
-        def cell(key, g=g, r=r):
-            return f"{r[key]:.3f} ({r[key] / g:.2f}×)"
-
-        lines.append(
-            f"| {width} | {r['params']:,} | {g:.3f} | {cell('jvp_of_grad')} | {cell('double_backward')} | "
-            f"{cell('ours')} | {r['ours_setup']:.3f} | {cell('gif_iter_ours')} | {cell('gif_iter_research')} | "
-            f"{r['gif_iter_research'] / r['gif_iter_ours']:.2f}× faster | {r['rss_mb']:.0f} |"
-        )
-        print(lines[-1], flush=True)
+        results[width] = hvp_table(width, args.batch, args.rounds, cpu, block=3 if width < 0.5 else 1)
+        print(results[width], flush=True)
+    lines += _hvp_lines(results)
     lines += [
         "",
-        '"Ours" builds the first-order graph of ∇loss once per solve and backpropagates every product '
-        "through it (reverse-over-reverse); the research code rebuilds that graph for every product.",
+        "*jvp-of-grad*: `torch.func.jvp` of `torch.func.grad`, from scratch for every product. *Double backward*: "
+        "the research code's product, the first-order graph rebuilt for every product. *Reverse*: that graph "
+        "built once per solve, one backward per product. *Ours*: `torch.func.linearize` of the gradient — the "
+        "forward and first backward pass run once, when the solve starts; each product runs only the tangent "
+        "operations. *Unit-restricted products* (`influence.masked`): H P_J v enters, and P_J H u leaves, "
+        "through extra copies of the selected units only, so the convolutions of the unselected units run on "
+        "one side of each product, not both.",
+    ]
+    if not args.skip_memory:
+        lines += [
+            "",
+            "Extra peak resident memory of each section over the model and batch alone, set-up included, "
+            "each in a fresh process (MB):",
+            "",
+            "| width | " + " | ".join(MEMORY_SECTIONS) + " |",
+            "|---|" + "---|" * len(MEMORY_SECTIONS),
+        ]
+        for width in args.widths:
+            peaks = [peak_extra_mb(width, args.batch, name) for name in MEMORY_SECTIONS]
+            lines.append(f"| {width} | " + " | ".join(f"{mb:.0f}" for mb in peaks) + " |")
+            print(lines[-1], flush=True)
+    if torch.cuda.is_available():
+        gpu = torch.device("cuda")
+        lines += ["", f"## The same on {torch.cuda.get_device_name(gpu)}", ""]
+        gpu_results = {width: hvp_table(width, args.batch, args.rounds, gpu, block=5) for width in args.widths}
+        lines += _hvp_lines(gpu_results)
+        lines += [
+            "",
+            "Peak CUDA memory of the whole GPU run: "
+            + ", ".join(f"width {w}: {r['cuda_peak_mb']:.0f} MB" for w, r in gpu_results.items())
+            + ".",
+        ]
+    lines += [
         "",
         f"## Solvers on the quickstart's GIF system (relative residual {args.tol:g})",
         "",
         "Digits, VGG-11 ×0.25, class 8 removed, highest-k gradients at 5 %, 128 Hessian samples; the "
-        "normal equations H_JᵀH_J x = H_Jᵀ g. LiSSA starts from the power-iteration scale "
-        f"(its 40 HVPs are counted) and is capped at {args.lissa_cap} iterations.",
+        "normal equations H_JᵀH_J x = H_Jᵀ g, unit-restricted products. LiSSA starts from the "
+        f"power-iteration scale (its HVPs are counted) and is capped at {args.lissa_cap} iterations.",
         "",
         "| solver | HVPs | final relative residual | reached | seconds |",
         "|---|---|---|---|---|",
@@ -178,11 +327,31 @@ def main() -> None:
         lines.append(f"| {name} | {hvps} | {res:.2e} | {'yes' if ok else 'no'} | {secs:.1f} |")
         print(lines[-1], flush=True)
     by = {name: (hvps, ok) for name, hvps, _, ok, _ in solver_rows}
+    lines += ["", "## Against the targets (width 0.25, CPU)", ""]
+    r = results.get(0.25)
+    checks = []
+    if r is not None:
+        checks += [
+            (f"one HVP ≤ 1.5 gradients: {r['ours_x']:.2f}", r["ours_x"] <= 1.5),
+            (f"one GIF iteration ≤ 2.5 gradients: {r['gif_iter_ours_x']:.2f}", r["gif_iter_ours_x"] <= 2.5),
+            (
+                f"GIF iteration ≥ 2× faster than the research code's: {r['research_over_ours']:.2f}×",
+                r["research_over_ours"] >= 2,
+            ),
+        ]
     if by["lsqr"][1]:
         ratio = by["lissa"][0] / by["lsqr"][0]
-        verdict = "at least" if not by["lissa"][1] else "exactly"
-        lines += ["", f"LiSSA used {verdict} {ratio:.1f}× the HVPs of LSQR on this problem."]
+        bound = "" if by["lissa"][1] else "at least "
+        checks.append(
+            (
+                f"LSQR reaches {args.tol:g} with ≥ 5× fewer HVPs than LiSSA: {bound}{ratio:.1f}× fewer"
+                + ("" if by["lissa"][1] else f" (LiSSA had not reached it when capped at {by['lissa'][0]} HVPs)"),
+                ratio >= 5,
+            )
+        )
+    lines += [f"- {'met' if ok else 'NOT met'}: {text}" for text, ok in checks]
     Path(args.out).write_text("\n".join(lines) + "\n")
+    print("\n".join(lines[-len(checks) :]))
     print(f"wrote {args.out}")
 
 

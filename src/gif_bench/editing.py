@@ -120,7 +120,15 @@ def influence_direction(cfg: DictConfig, model: nn.Module, edit: Edit) -> Direct
         )
     else:
         delta, info = influence.solve(
-            cfg.method.name, hessian_loss, params, grad, mask=mask, solver=cfg.solver.name, return_info=True, **options
+            cfg.method.name,
+            hessian_loss,
+            params,
+            grad,
+            mask=mask,
+            solver=cfg.solver.name,
+            model=model,
+            return_info=True,
+            **options,
         )
     return Direction(delta, mask, info, time.perf_counter() - start)
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import Tensor
 
+from .linearize import linearized
 from .tree import Params
 
 Loss = Callable[[Mapping[str, Tensor]], Tensor]
@@ -28,16 +29,22 @@ def gradient(loss: Loss, params: Mapping[str, Tensor]) -> Params:
     return torch.func.grad(loss)(_detached(params))
 
 
-def hvp_fn(loss: Loss, params: Mapping[str, Tensor], mode: str = "reverse") -> HVP:
+MODES = ("linearize", "reverse", "forward")
+
+
+def hvp_fn(loss: Loss, params: Mapping[str, Tensor], mode: str = "linearize") -> HVP:
     """Return ``v ↦ H v`` with ``H = ∇²loss(θ̂)``, θ̂ = ``params``.
 
-    ``mode="reverse"`` (default): the first-order graph of ``∇loss`` is built once, here, and
-    every product is one backward pass through it (reverse-over-reverse), so the forward and
-    first backward work is shared by all products of a solve. The graph lives as long as the
-    returned function. ``mode="forward"``: the JVP of ``torch.func.grad`` (forward-over-reverse),
-    recomputed from scratch for each product.
+    ``mode="linearize"`` (default): forward-over-reverse with the primal work done once —
+    :func:`~gif_bench.influence.linearize.linearized` ``∇loss`` — so each product costs only
+    the tangent pass (see BENCHMARKS.md); it holds the forward and backward activations.
+    ``mode="reverse"``: the first-order graph of ``∇loss`` is built once and every product is
+    one backward pass through it (reverse-over-reverse). ``mode="forward"``: the JVP of
+    ``torch.func.grad``, recomputed from scratch for each product (no state kept).
     """
     primal = _detached(params)
+    if mode == "linearize":
+        return linearized(torch.func.grad(loss), primal)
     if mode == "forward":
         grad = torch.func.grad(loss)
 
@@ -46,7 +53,7 @@ def hvp_fn(loss: Loss, params: Mapping[str, Tensor], mode: str = "reverse") -> H
 
         return hvp_forward
     if mode != "reverse":
-        raise ValueError(f"mode must be 'reverse' or 'forward', got {mode!r}")
+        raise ValueError(f"mode={mode!r} is not one of {', '.join(MODES)}")
     keys = list(primal)
     leaves = [primal[k].clone().requires_grad_(True) for k in keys]
     with torch.enable_grad():

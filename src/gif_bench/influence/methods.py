@@ -31,10 +31,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from . import tree
-from .hvp import Loss, hessian_matrix, hvp_fn
+from .hvp import HVP, Loss, hessian_matrix, hvp_fn
+from .masked import masked_hvps
 from .solvers import SolveInfo, cg, lissa, lissa_classic, lsqr
 from .tree import Params
 
@@ -47,51 +48,68 @@ def _full_mask(params: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return {k: torch.ones_like(t, dtype=torch.bool) for k, t in params.items()}
 
 
-def _normal_equations(method: str, hvp, grad: Params, mask: dict[str, Tensor]):
+class _Products:
+    """H and its mask-restricted forms; each built on first use (building one traces a graph)."""
+
+    def __init__(self, loss: Loss, params: Params, mask: dict[str, Tensor], mode: str, model: nn.Module | None):
+        self._loss, self._params, self._mode, self.mask = loss, params, mode, mask
+        self._full: HVP | None = None
+        self._masked = masked_hvps(loss, params, mask, model) if model is not None and mode == "linearize" else None
+
+    def p(self, v: Mapping[str, Tensor]) -> Params:
+        return tree.project(v, self.mask)
+
+    def h(self, v: Mapping[str, Tensor]) -> Params:
+        if self._full is None:
+            self._full = hvp_fn(self._loss, self._params, mode=self._mode)
+        return self._full(v)
+
+    def columns(self, v: Mapping[str, Tensor]) -> Params:  # H P_J v
+        return self._masked.columns(v) if self._masked else self.h(self.p(v))
+
+    def rows(self, u: Mapping[str, Tensor]) -> Params:  # P_J H u
+        return self._masked.rows(u) if self._masked else self.p(self.h(u))
+
+    def block(self, v: Mapping[str, Tensor]) -> Params:  # P_J H P_J v
+        return self._masked.block(v) if self._masked else self.p(self.h(self.p(v)))
+
+
+def _normal_equations(method: str, k: _Products, grad: Params):
     """``(v ↦ KᵀK v, Kᵀ r, HVPs spent on Kᵀ r)`` of ``method``'s least-squares form."""
-
-    def p(v):
-        return tree.project(v, mask)
-
     if method == "gif":
-        return (lambda v: p(hvp(hvp(p(v))))), p(hvp(grad)), 1
+        return (lambda v: k.rows(k.columns(v))), k.rows(grad), 1
     if method == "freezing":
-        return (lambda v: p(hvp(p(hvp(p(v)))))), p(hvp(p(grad))), 1
-    return (lambda v: hvp(hvp(v))), hvp(grad), 1  # projecting, koh: K = H
+        return (lambda v: k.block(k.block(v))), k.block(grad), 1
+    return (lambda v: k.h(k.h(v))), k.h(grad), 1  # projecting, koh: K = H
 
 
 # Options of the modified LiSSA that classic LiSSA has no use for (it never restarts).
 _RESTART_OPTIONS = ("mu", "growth", "max_restarts", "patience")
 
 
-def _least_squares(method: str, hvp, grad: Params, mask: dict[str, Tensor]):
+def _least_squares(method: str, k: _Products, grad: Params):
     """``(v ↦ K v, u ↦ Kᵀ u, r)`` of ``method``'s least-squares form (one HVP per product)."""
-
-    def p(v):
-        return tree.project(v, mask)
-
     if method == "gif":
-        return (lambda v: hvp(p(v))), (lambda u: p(hvp(u))), grad
+        return k.columns, k.rows, grad
     if method == "freezing":
-        k = lambda v: p(hvp(p(v)))  # noqa: E731 - K is symmetric: one function serves both
-        return k, k, p(grad)
-    return hvp, hvp, grad
+        return k.block, k.block, k.p(grad)  # K is symmetric: one function serves both
+    return k.h, k.h, grad
 
 
-def _iterative(method, hvp, grad, mask, solver, options) -> tuple[Params, SolveInfo]:
+def _iterative(method: str, k: _Products, grad: Params, solver: str, options) -> tuple[Params, SolveInfo]:
     if solver == "lsqr":
-        op, op_t, r = _least_squares(method, hvp, grad, mask)
+        op, op_t, r = _least_squares(method, k, grad)
         x, info = lsqr(op, op_t, r, **options)
-        return (x if method == "koh" else tree.project(x, mask)), info
+        return (x if method == "koh" else k.p(x)), info
     if method == "koh" and solver == "lissa":
-        return lissa_classic(hvp, grad, **{k: v for k, v in options.items() if k not in _RESTART_OPTIONS})
-    normal_op, rhs, rhs_hvps = _normal_equations(method, hvp, grad, mask)
+        return lissa_classic(k.h, grad, **{key: v for key, v in options.items() if key not in _RESTART_OPTIONS})
+    normal_op, rhs, rhs_hvps = _normal_equations(method, k, grad)
     if solver == "lissa":
         x, info = lissa(normal_op, rhs, degree=2, hvps_per_matvec=2, **options)
     else:
         x, info = cg(normal_op, rhs, hvps_per_matvec=2, **options)
     info.hvps += rhs_hvps
-    return (x if method == "koh" else tree.project(x, mask)), info
+    return (x if method == "koh" else k.p(x)), info
 
 
 def _exact(method, loss, params, grad, mask) -> tuple[Params, SolveInfo]:
@@ -130,6 +148,8 @@ def solve(
     *,
     mask: Mapping[str, Tensor] | None = None,
     solver: str = "lissa",
+    model: nn.Module | None = None,
+    hvp: str = "linearize",
     return_info: bool = False,
     **options: Any,
 ) -> Params | tuple[Params, SolveInfo]:
@@ -145,6 +165,11 @@ def solve(
             (:func:`~gif_bench.influence.solvers.cg` on the normal equations), ``"lsqr"``
             (:func:`~gif_bench.influence.solvers.lsqr`), options passed on; or ``"exact"``
             (explicit Hessian, dense least squares; small models only).
+        model: the module ``loss`` evaluates, if any. With it, ``gif`` and ``freezing`` take
+            their restricted products from :func:`~gif_bench.influence.masked.masked_hvps`,
+            which skip the work outside J (same results, fewer FLOPs).
+        hvp: how Hessian-vector products are formed, one of
+            :data:`~gif_bench.influence.hvp.MODES` (see :func:`~gif_bench.influence.hvp.hvp_fn`).
         return_info: also return the :class:`SolveInfo` diagnostics.
     """
     if method not in METHODS:
@@ -163,8 +188,8 @@ def solve(
             raise ValueError(f"solver='exact' builds an n×n Hessian: n={n:,} is over {EXACT_MAX_PARAMS:,}")
         delta, info = _exact(method, loss, params, grad, mask)
     else:
-        hvp = hvp_fn(loss, params, mode=options.pop("hvp", "reverse"))
-        delta, info = _iterative(method, hvp, grad, mask, solver, options)
+        products = _Products(loss, params, mask, hvp, model if method in ("gif", "freezing") else None)
+        delta, info = _iterative(method, products, grad, solver, options)
     return (delta, info) if return_info else delta
 
 
@@ -195,7 +220,7 @@ def second_order(
         raise ValueError(f"need 0 < u < m, got u={u}, m={m}")
     p = u / m
     first, info1 = solve("koh", loss, params, removed_grad, solver=solver, return_info=True, **options)
-    h_u_first = hvp_fn(removed_loss, params)(first)
+    h_u_first = hvp_fn(removed_loss, params, mode="reverse")(first)  # one product: no trace
     second, info2 = solve("koh", loss, params, h_u_first, solver=solver, return_info=True, **options)
     c1, c2 = (1 - 2 * p) / ((1 - p) ** 2 * m), 1 / ((1 - p) ** 2 * m**2)
     delta = {k: c1 * first[k] + c2 * second[k] for k in first}

@@ -1,0 +1,187 @@
+"""Hessian products restricted to a mask of whole output units, at the cost of the units used.
+
+GIF needs ``H_J v = H P_J v`` and ``H_Jᵀ u = P_J H u``; freezing needs ``P_J H P_J v``. A plain
+Hessian-vector product pays for every parameter on both sides. When J consists of (parts of)
+the output units of convolution and linear layers — what every selector returns — the unused
+side can be skipped: write each selected layer's output as
+
+    y = layer(x; W) + S_R · layer(x; δ_R),    δ_R = 0,
+
+where R are the layer's units touched by J, ``δ_R`` holds their rows of W (and entries of
+the bias) and S_R scatters R's outputs into place. At δ = 0 this is the same function, and
+
+    ∂²loss/∂θ∂δ · v_R = H P_R v,    ∂²loss/∂δ∂θ · u = P_R H u,    ∂²loss/∂δ² · v_R = P_R H P_R v,
+
+so a product that enters (or leaves) through δ only runs the layer's convolutions for the
+rows in R on that side. Each product is the linearization
+(:func:`~gif_bench.influence.linearize.linearized`) of a gradient: the forward and first
+backward pass run once, and the tangent terms multiplied by δ's zero value are pruned.
+
+The extra term is injected with forward hooks that exist only while the products are traced;
+``loss`` must evaluate ``model`` (for example through ``torch.func.functional_call``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .hvp import HVP, Loss
+from .linearize import linearized
+from .tree import Params
+
+# Above this share of the parameters in the touched units a split saves too little to pay
+# for its extra convolutions (the ``random`` selector touches nearly every unit).
+MAX_TOUCHED_FRACTION = 0.5
+
+_CONV = {nn.Conv1d: F.conv1d, nn.Conv2d: F.conv2d, nn.Conv3d: F.conv3d}
+
+
+@dataclass(frozen=True)
+class MaskedHVPs:
+    """The three restricted products of one mask J at one point θ̂ (see the module docstring)."""
+
+    columns: HVP  # v ↦ H P_J v       (every parameter out)
+    rows: HVP  # u ↦ P_J H u          (J out, zero elsewhere)
+    block: HVP  # v ↦ P_J H P_J v     (J out, zero elsewhere)
+
+
+def _unit_layers(model: nn.Module) -> dict[str, nn.Module]:
+    return {
+        name: m
+        for name, m in model.named_modules()
+        if isinstance(m, nn.Linear)
+        or (type(m) in _CONV and m.groups == 1 and m.padding_mode == "zeros" and isinstance(m.padding, tuple))
+    }
+
+
+def _touched_units(model: nn.Module, params: Mapping[str, Tensor], mask: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Layer name → indices R of the output units with any selected weight or bias, or {} if J
+    also selects parameters outside convolution / linear layers."""
+    layers = _unit_layers(model)
+    units: dict[str, Tensor] = {}
+    covered = set()
+    for name, layer in layers.items():
+        keys = [f"{name}.{attr}" for attr in ("weight", "bias") if getattr(layer, attr) is not None]
+        keys = [k for k in keys if k in params]
+        covered.update(keys)
+        touched = torch.zeros(layer.weight.shape[0], dtype=torch.bool, device=layer.weight.device)
+        for k in keys:
+            touched |= mask[k].reshape(mask[k].shape[0], -1).any(1)
+        if touched.any():
+            units[name] = touched.nonzero().squeeze(1)
+    if any(bool(mask[k].any()) for k in params if k not in covered):
+        return {}
+    return units
+
+
+def _delta_keys(params: Mapping[str, Tensor], units: Mapping[str, Tensor]) -> dict[str, tuple[str, Tensor]]:
+    """δ key (== the parameter's key) → (layer name, unit indices)."""
+    return {k: (name, rows) for name, rows in units.items() for k in (f"{name}.weight", f"{name}.bias") if k in params}
+
+
+@contextmanager
+def _unit_offsets(model: nn.Module, units: Mapping[str, Tensor], current: dict[str, Tensor]) -> Iterator[set[str]]:
+    """Hooks adding ``S_R · layer(x; δ_R)`` to each layer's output, δ read from ``current``."""
+    layers = dict(model.named_modules())
+    called: set[str] = set()
+
+    def hook_for(name: str, rows: Tensor):
+        layer = layers[name]
+
+        def hook(_module: nn.Module, inputs: tuple[Tensor, ...], out: Tensor) -> Tensor:
+            weight, bias = current.get(f"{name}.weight"), current.get(f"{name}.bias")
+            if weight is None and bias is None:
+                return out
+            called.add(name)
+            if weight is None:
+                weight = torch.zeros((len(rows), *layer.weight.shape[1:]), dtype=out.dtype, device=out.device)
+            if isinstance(layer, nn.Linear):
+                return out.index_add(-1, rows, F.linear(inputs[0], weight, bias))
+            conv = _CONV[type(layer)]
+            extra = conv(inputs[0], weight, bias, layer.stride, layer.padding, layer.dilation)
+            return out.index_add(1, rows, extra)
+
+        return hook
+
+    handles = [layers[name].register_forward_hook(hook_for(name, rows)) for name, rows in units.items()]
+    try:
+        yield called
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def masked_hvps(
+    loss: Loss, params: Mapping[str, Tensor], mask: Mapping[str, Tensor], model: nn.Module
+) -> MaskedHVPs | None:
+    """Build the restricted products of ``mask`` at ``params``, or ``None`` where they do not pay.
+
+    ``None`` when J selects a parameter outside a (groups=1, zero-padded) convolution or
+    linear layer of ``model``, or when the units J touches hold more than
+    :data:`MAX_TOUCHED_FRACTION` of the parameters; use plain products
+    (:func:`~gif_bench.influence.hvp.hvp_fn`) then. Raises ``ValueError`` if ``loss`` does not
+    run a layer J touches.
+    """
+    primal = {k: v.detach() for k, v in params.items()}
+    units = _touched_units(model, primal, mask)
+    if not units:
+        return None
+    keys = _delta_keys(primal, units)
+    touched = sum(len(rows) * primal[k][0].numel() for k, (_, rows) in keys.items())
+    if touched > MAX_TOUCHED_FRACTION * sum(t.numel() for t in primal.values()):
+        return None
+    zero = {k: primal[k].new_zeros((len(rows), *primal[k].shape[1:])) for k, (_, rows) in keys.items()}
+    current: dict[str, Tensor] = {}
+
+    def split_loss(theta: Params, delta: Params) -> Tensor:
+        current.clear()
+        current.update(delta)
+        try:
+            return loss(theta)
+        finally:
+            current.clear()
+
+    def traced(fn: Callable[[Params], Params], at: Params) -> HVP:
+        """The linearization of ``fn`` at ``at``, traced on first use (with the hooks on)."""
+        cache: list[HVP] = []
+
+        def product(v: Mapping[str, Tensor]) -> Params:
+            if not cache:
+                with _unit_offsets(model, units, current) as called:
+                    cache.append(linearized(fn, at))
+                missing = sorted(set(units) - called)
+                if missing:
+                    raise ValueError(f"loss never runs the layer(s) {', '.join(missing)} of the model it was given")
+            return cache[0](v)
+
+        return product
+
+    columns = traced(lambda d: torch.func.grad(split_loss, argnums=0)(primal, d), zero)
+    rows_fn = traced(lambda t: torch.func.grad(split_loss, argnums=1)(t, zero), primal)
+    block_fn = traced(lambda d: torch.func.grad(split_loss, argnums=1)(primal, d), zero)
+
+    def restrict(v: Mapping[str, Tensor]) -> Params:
+        return {k: v[k].index_select(0, rows) for k, (_, rows) in keys.items()}
+
+    def expand(d: Mapping[str, Tensor]) -> Params:
+        out = {k: torch.zeros_like(t) for k, t in primal.items()}
+        for k, (_, rows) in keys.items():
+            out[k].index_copy_(0, rows, d[k])
+        return {k: torch.where(mask[k], out[k], 0.0) for k in out}
+
+    def columns_product(v: Mapping[str, Tensor]) -> Params:
+        return columns(restrict({k: torch.where(mask[k], v[k], 0.0) for k in keys}))
+
+    def rows_product(u: Mapping[str, Tensor]) -> Params:
+        return expand(rows_fn(dict(u)))
+
+    def block_product(v: Mapping[str, Tensor]) -> Params:
+        return expand(block_fn(restrict({k: torch.where(mask[k], v[k], 0.0) for k in keys})))
+
+    return MaskedHVPs(columns_product, rows_product, block_product)
