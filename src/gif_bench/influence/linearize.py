@@ -74,7 +74,8 @@ def _meta(node: fx.Node):
 
 def _drop_known_zeros(gm: fx.GraphModule) -> None:
     """Replace every node known to be exactly zero by a fresh ``zeros`` (removed later when
-    unused) and every ``a + 0`` / ``index_add(a, ·, ·, 0)`` by ``a``."""
+    unused), every ``a + 0`` / ``index_add(a, ·, ·, 0)`` by ``a``, and copies that change
+    nothing by their input."""
     graph = gm.graph
     zero: set[fx.Node] = set()
     mutated = {n.args[0] for n in graph.nodes if _is_inplace(n) and isinstance(n.args[0], fx.Node)}
@@ -127,8 +128,29 @@ def _drop_known_zeros(gm: fx.GraphModule) -> None:
                 replace(node, a[0])
         elif t is aten.convolution_backward.default:
             _prune_convolution_backward(node, is_zero, make_zeros, replace)
+        elif _is_plain_copy(node) and a[0] not in mutated:
+            replace(node, a[0])
     graph.eliminate_dead_code()
     gm.recompile()
+
+
+def _is_plain_copy(node: fx.Node) -> bool:
+    """A same-shape ``expand``, or a ``_to_copy`` that changes nothing but the storage, of a
+    contiguous tensor: the value of its input (forward AD inserts these around tangents)."""
+    src = node.args[0] if node.args else None
+    val, src_val = _meta(node), _meta(src) if isinstance(src, fx.Node) else None
+    if not isinstance(val, Tensor) or not isinstance(src_val, Tensor) or src_val.shape != val.shape:
+        return False
+    if node.target is aten.expand.default:
+        return True
+    if node.target is not aten._to_copy.default or set(node.kwargs) - {"dtype", "layout", "device"}:
+        return False
+    return (
+        src_val.is_contiguous()
+        and node.kwargs.get("dtype", src_val.dtype) == src_val.dtype
+        and node.kwargs.get("device", src_val.device) == src_val.device
+        and node.kwargs.get("layout", torch.strided) == src_val.layout
+    )
 
 
 def _same(node: fx.Node, val: Tensor) -> bool:
