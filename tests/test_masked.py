@@ -130,3 +130,22 @@ def test_linearized_skips_tangent_work_that_is_known_to_be_zero():
     graph = product.graph_module.graph
     convs = [n for n in graph.nodes if n.op == "call_function" and "convolution" in str(n.target)]
     assert len(convs) == 2  # conv(x, v_w) for the tanh term and conv(x, v_d); conv(x, v_w)·0 is gone
+
+
+def test_copies_that_change_nothing_are_elided():
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from gif_bench.influence.linearize import _drop_known_zeros
+
+    def fn(x):  # forward AD writes tangents through such identity copies
+        y = torch.ops.aten._to_copy.default(x.expand(3, 4), dtype=torch.float32)
+        return y * 2, torch.ops.aten._to_copy.default(x, dtype=torch.float64)
+
+    x = torch.randn(3, 4)
+    gm = make_fx(fn)(x)
+    _drop_known_zeros(gm)
+    targets = [str(n.target) for n in gm.graph.nodes if n.op == "call_function"]
+    assert targets.count("aten._to_copy.default") == 1  # only the one that changes the dtype is left
+    assert "aten.expand.default" not in targets
+    out = gm(x)
+    assert torch.equal(out[0], x * 2) and out[1].dtype == torch.float64

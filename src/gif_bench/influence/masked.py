@@ -166,8 +166,8 @@ def masked_hvps(
     rows_fn = traced(lambda t: torch.func.grad(split_loss, argnums=1)(t, zero), primal)
     block_fn = traced(lambda d: torch.func.grad(split_loss, argnums=1)(primal, d), zero)
 
-    def restrict(v: Mapping[str, Tensor]) -> Params:
-        return {k: v[k].index_select(0, rows) for k, (_, rows) in keys.items()}
+    def restrict(v: Mapping[str, Tensor]) -> Params:  # P_J v, as the δ-shaped rows R
+        return {k: torch.where(mask[k], v[k], 0.0).index_select(0, rows) for k, (_, rows) in keys.items()}
 
     def expand(d: Mapping[str, Tensor]) -> Params:
         out = {k: torch.zeros_like(t) for k, t in primal.items()}
@@ -176,12 +176,12 @@ def masked_hvps(
         return {k: torch.where(mask[k], out[k], 0.0) for k in out}
 
     def columns_product(v: Mapping[str, Tensor]) -> Params:
-        return columns(restrict({k: torch.where(mask[k], v[k], 0.0) for k in keys}))
+        return columns(restrict(v))
 
     def rows_product(u: Mapping[str, Tensor]) -> Params:
         return expand(rows_fn(dict(u)))
 
     def block_product(v: Mapping[str, Tensor]) -> Params:
-        return expand(block_fn(restrict({k: torch.where(mask[k], v[k], 0.0) for k in keys})))
+        return expand(block_fn(restrict(v)))
 
     return MaskedHVPs(columns_product, rows_product, block_product)
