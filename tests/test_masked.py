@@ -7,6 +7,7 @@ from torch import nn
 
 from gif_bench import influence
 from gif_bench.influence import tree
+from gif_bench.influence.fold import fold_batchnorm
 from gif_bench.influence.linearize import linearized
 from gif_bench.influence.masked import masked_hvps
 
@@ -56,8 +57,16 @@ def _rel(a, b):
     return float(torch.linalg.vector_norm(a - b) / torch.linalg.vector_norm(b))
 
 
-def test_restricted_products_equal_the_explicit_hessian():
-    model, loss, params, _ = _conv_problem()
+@pytest.mark.parametrize("fold", [False, True], ids=["as_written", "batchnorm_folded"])
+def test_restricted_products_equal_the_explicit_hessian(fold):
+    model, loss, params, (x, y) = _conv_problem()
+    if fold:  # the unit offsets of a folded convolution are scaled by its BatchNorm's γ/σ
+        model = fold_batchnorm(model)
+        buffers = dict(model.named_buffers())
+
+        def loss(p):
+            return F.cross_entropy(torch.func.functional_call(model, (p, buffers), (x,)), y)
+
     mask = _unit_mask(params, {"0": [1], "3": [0, 3], "6": [2]}, partial={"3": (4, 7)})
     products = masked_hvps(loss, params, mask, model)
     assert products is not None

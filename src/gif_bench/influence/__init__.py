@@ -6,6 +6,7 @@ Functions of parameter dicts via ``torch.func``: no Hydra, no I/O, no global sta
 >>> delta = solve("gif", loss, params, grad, mask=mask, solver="lissa", max_iter=200)
 """
 
+from .fold import fold_batchnorm
 from .hvp import gradient, hessian_matrix, hvp_fn
 from .methods import METHODS, SOLVERS, second_order, solve
 from .selectors import SELECTORS, layer_budget, select, selectable_layers
@@ -18,6 +19,7 @@ __all__ = [
     "SolveInfo",
     "SolverDiverged",
     "cg",
+    "fold_batchnorm",
     "gradient",
     "hessian_matrix",
     "hvp_fn",

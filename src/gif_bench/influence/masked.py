@@ -17,6 +17,10 @@ rows in R on that side. Each product is the linearization
 (:func:`~gif_bench.influence.linearize.linearized`) of a gradient: the forward and first
 backward pass run once, and the tangent terms multiplied by δ's zero value are pruned.
 
+A :class:`~gif_bench.influence.fold.FoldedConv` (BatchNorm folded in) is handled too: its
+output is ``s ⊙ conv(x; W) + c`` with s = γ/σ per unit, so the extra term becomes
+``S_R · layer(x; s_R·δ_R)``, with s read from the parameters the loss is evaluated at.
+
 The extra term is injected with forward hooks that exist only while the products are traced;
 ``loss`` must evaluate ``model`` (for example through ``torch.func.functional_call``).
 """
@@ -31,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .fold import FoldedConv
 from .hvp import HVP, Loss
 from .linearize import linearized
 from .tree import Params
@@ -56,7 +61,12 @@ def _unit_layers(model: nn.Module) -> dict[str, nn.Module]:
         name: m
         for name, m in model.named_modules()
         if isinstance(m, nn.Linear)
-        or (type(m) in _CONV and m.groups == 1 and m.padding_mode == "zeros" and isinstance(m.padding, tuple))
+        or (
+            (type(m) in _CONV or isinstance(m, FoldedConv))
+            and m.groups == 1
+            and m.padding_mode == "zeros"
+            and isinstance(m.padding, tuple)
+        )
     }
 
 
@@ -103,7 +113,13 @@ def _unit_offsets(model: nn.Module, units: Mapping[str, Tensor], current: dict[s
                 weight = torch.zeros((len(rows), *layer.weight.shape[1:]), dtype=out.dtype, device=out.device)
             if isinstance(layer, nn.Linear):
                 return out.index_add(-1, rows, F.linear(inputs[0], weight, bias))
-            conv = _CONV[type(layer)]
+            if isinstance(layer, FoldedConv):  # BN(y + S_R·e) = BN(y) + S_R·(s_R·e): scale the rows
+                scale = layer.unit_scale().index_select(0, rows)
+                weight = weight * scale.reshape(-1, *[1] * (weight.dim() - 1))
+                bias = None if bias is None else bias * scale
+                conv = layer.conv_fn
+            else:
+                conv = _CONV[type(layer)]
             extra = conv(inputs[0], weight, bias, layer.stride, layer.padding, layer.dilation)
             return out.index_add(1, rows, extra)
 
