@@ -57,7 +57,7 @@ def _vgg_problem(width: float, batch: int, device: torch.device):
         return lambda p: F.cross_entropy(torch.func.functional_call(net, (p, buffers), (x,)), y)
 
     v = {k: torch.randn_like(t) for k, t in params.items()}
-    mask = influence.select("highest_k_gradients", model, 0.05, batch=(x, y))  # the quickstart's selector
+    mask = influence.select("highest_k_outputs", model, 0.05, batch=(x, y))  # the quickstart's selector
     return Problem(model, folded, loss_of(model), loss_of(folded), params, v, mask)
 
 
@@ -223,7 +223,7 @@ def solver_table(tol: float, lissa_cap: int) -> list[tuple[str, int, float, bool
         return F.cross_entropy(logits(p, xh), yh)
 
     grad = removal_gradient(folded, edit, params)
-    mask = influence.select("highest_k_gradients", model, 0.05, batch=(edit.removed.x, edit.removed.y))
+    mask = influence.select(cfg.selector.name, model, float(cfg.mr), batch=(edit.removed.x, edit.removed.y))
     rows = []
     for name, options in (
         ("lissa", dict(scale="auto", tol=tol, max_iter=lissa_cap)),
@@ -260,7 +260,7 @@ def _hvp_lines(results: dict[float, dict[str, float]]) -> list[str]:
     lines += [
         "",
         "One GIF iteration = the two products of the normal equations, H_Jᵀ(H_J v) = P_J H (H P_J v), for J "
-        "= highest-k gradients at 5 % (the quickstart's selector):",
+        "= highest-k outputs at 5 % (the quickstart's selector):",
         "",
         "| width | parameters in J | H P_J v, ours | P_J H u, ours | **iteration, ours** "
         "| iteration, plain linearized products | iteration, research code | ours vs research "
@@ -352,7 +352,7 @@ def main() -> None:
         "",
         f"## Solvers on the quickstart's GIF system (relative residual {args.tol:g})",
         "",
-        "Digits, VGG-11 ×0.25, class 8 removed, highest-k gradients at 5 %, 128 Hessian samples; the "
+        "Digits, VGG-11 ×0.25, class 8 removed, highest-k outputs at 5 %, 128 Hessian samples; the "
         "normal equations H_JᵀH_J x = H_Jᵀ g, unit-restricted products. LiSSA starts from the "
         f"power-iteration scale (its HVPs are counted) and is capped at {args.lissa_cap} iterations.",
         "",

@@ -23,7 +23,13 @@ COLUMNS = [
     "before_self_acc",
     "self_acc",
     "forget_test_acc",
+    "changed_new_acc",
+    "clean_acc",
+    "attack_success",
+    "relabel_acc",
     "f1",
+    "retrain_test_acc",
+    "gap_to_retrain",
     "steps",
     "hvps",
     "solver_residual",
@@ -39,7 +45,7 @@ def main() -> None:
     df = collect(args.root, args.experiment)
     if df.empty:
         raise SystemExit(f"no result rows under {args.root}/results")
-    shown = df[[c for c in COLUMNS if c in df.columns]].sort_values(["experiment", "method", "mr", "seed"])
+    shown = df[[c for c in COLUMNS if c in df.columns]].sort_values(["experiment", "task", "method", "mr", "seed"])
     print(shown.to_markdown(index=False, floatfmt=".3g") if _has_tabulate() else shown.to_string(index=False))
 
 

@@ -129,3 +129,23 @@ def test_run_id_ignores_paths_and_logging(make_cfg, tmp_path):
     c = make_cfg("mr=0.1")
     assert run_id(a) == run_id(b) != run_id(c)
     assert OmegaConf.to_container(a.paths) != OmegaConf.to_container(b.paths)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ("task=backdoor task.poison_rate=0", "task.poison_rate=0: must be a number in (0, 1]"),
+        ("task=backdoor task.trigger=star", "task.trigger=star: must be one of checkerboard, patch"),
+        ("task=backdoor task.target_class=10", "task.target_class=10: must be an integer in [0, 9]"),
+        ("task=backdoor task.trigger=patch task.patch_size=40", "task.patch_size=40: must be an integer in [1, 32]"),
+        ("task=label_change task.mode=swap", "task.mode=swap: must be one of class, random"),
+        ("task=label_change task.new_class=8", "task.new_class=8: must differ from task.source_class"),
+        ("task=label_change task.source_fraction=1.5", "task.source_fraction=1.5: must be a number in (0, 1]"),
+        ("task=label_change task.mode=random task.random_fraction=0", "task.random_fraction=0: must be a number"),
+    ],
+)
+def test_task_options_are_checked(make_cfg, overrides, message):
+    cfg = make_cfg(*overrides.split(), drop=("task",))
+    with pytest.raises(ConfigError) as err:
+        validate(cfg)
+    assert str(err.value).startswith(message)

@@ -92,3 +92,60 @@ def test_cifar10_offline_names_the_digits_dataset(tmp_path, monkeypatch):
         data.load(_cfg("cifar10"), tmp_path / "data")
     assert "\n" not in str(err.value)
     assert list(tmp_path.iterdir()) == []  # no empty folders left behind
+
+
+def _write_idx(path, array):
+    """The IDX format torchvision reads for MNIST: 0, 0, type 0x08 (uint8), ndim, big-endian dims, data."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def test_mnist_is_read_through_torchvision(tmp_path):
+    raw = tmp_path / "mnist" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    images = {"train": rng.integers(0, 256, (100, 28, 28)), "t10k": rng.integers(0, 256, (10, 28, 28))}
+    labels = {"train": np.arange(100) % 10, "t10k": (np.arange(10) * 3) % 10}
+    for part in ("train", "t10k"):
+        _write_idx(raw / f"{part}-images-idx3-ubyte", images[part])
+        _write_idx(raw / f"{part}-labels-idx1-ubyte", labels[part])
+    d = data.load(_cfg("mnist"), tmp_path)
+    assert len(d.train) + len(d.val) == 100 and len(d.test) == 10
+    assert d.test.x.shape[1:] == (1, 28, 28)
+    first = torch.from_numpy(images["t10k"][0]).float() / 255
+    assert torch.allclose(d.test.x[0, 0], (first - 0.1307) / 0.3081, atol=1e-5)
+    assert d.test.y.tolist() == labels["t10k"].tolist()
+    padded = data.load(_cfg("mnist", image_size=32), tmp_path)  # for model=vgg11
+    assert padded.train.x.shape[1:] == (1, 32, 32)
+
+
+def test_svhn_is_read_through_torchvision(tmp_path, monkeypatch):
+    from scipy.io import savemat
+
+    root = tmp_path / "svhn"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    parts = {}
+    for split, n in (("train", 100), ("test", 10)):
+        x = rng.integers(0, 256, (32, 32, 3, n), dtype=np.uint8)  # H×W×C×N, as published
+        y = (np.arange(n) % 10 + 1).reshape(n, 1)  # labels 1..10, "10" meaning digit 0
+        savemat(root / f"{split}_32x32.mat", {"X": x, "y": y})
+        parts[split] = (x, y)
+    # Our tiny files cannot match SVHN's published checksums; everything else is real.
+    for module in (torchvision.datasets.svhn, torchvision.datasets.utils):
+        monkeypatch.setattr(module, "check_integrity", lambda *args, **kwargs: True)
+    d = data.load(_cfg("svhn"), tmp_path)
+    assert len(d.train) + len(d.val) == 100 and len(d.test) == 10
+    x, y = parts["test"]
+    first = torch.from_numpy(x[..., 0].transpose(2, 0, 1).copy()).float() / 255
+    mean = torch.tensor([0.4377, 0.4438, 0.4728]).view(3, 1, 1)
+    std = torch.tensor([0.1980, 0.2010, 0.1970]).view(3, 1, 1)
+    assert torch.allclose(d.test.x[0], (first - mean) / std, atol=1e-5)
+    assert d.test.y.tolist() == [int(v) % 10 for v in y[:, 0]]
+
+
+def test_pixels_round_trip():
+    d = data.load(_cfg("digits"), "unused")
+    pixels = d.to_pixels(d.test.x[:4])
+    assert pixels.min() >= -1e-3 and pixels.max() <= 255 + 1e-3
+    assert torch.allclose(d.from_pixels(pixels), d.test.x[:4], atol=1e-5)

@@ -44,6 +44,11 @@ def test_run_writes_a_complete_row_then_skips_then_reuses_the_cache(make_cfg, tm
         "torch_version",
         "git_sha",
         "trajectory",
+        "retrain_test_acc",
+        "retrain_self_acc",
+        "retrain_seconds",
+        "gap_to_retrain",
+        "best_gap_to_retrain",
     ):
         assert key in row, key
     for key in ("test_acc", "self_acc", "forget_test_acc", "before_test_acc"):
@@ -111,6 +116,9 @@ def _wandb_records(path):
 def test_wandb_offline_run_holds_config_and_summary(make_cfg, tmp_path):
     cfg = make_cfg("logger=wandb", "logger.mode=offline")
     row = runner.run(cfg)
+    import wandb
+
+    wandb.teardown()  # the service process writes the log on its own time; teardown waits for it
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and row["wandb_run_id"] in runs[0].name
     records = _wandb_records(next(runs[0].glob("*.wandb")))
@@ -153,6 +161,40 @@ def test_every_method_runs_from_the_harness(make_cfg):
         assert (row["n_selected"] == row["n_params"]) == (method in ("koh", "second_order"))
     row = runner.run(make_cfg("method=koh", "solver=lissa", drop=("solver",)))
     assert row["status"] == "ok" and row["solver_scale"] == 25.0 and row["solver_restarts"] == 0  # classic LiSSA
+
+
+def test_the_retrain_oracle_is_trained_once_per_setting_and_reused(make_cfg, tmp_path):
+    runs = [("method=gif", "mr=0.05"), ("method=gif", "mr=0.1"), ("method=freezing", "mr=0.05"), ("method=retrain",)]
+    rows = [runner.run(make_cfg(*overrides)) for overrides in runs]
+    assert [r["retrain_cached"] for r in rows] == [False, True, True, True]
+    assert [r["model_cached"] for r in rows] == [False, True, True, True]
+    assert len(list((tmp_path / "cache" / "models").glob("*.pt"))) == 2  # the original and the oracle
+    for key in ("retrain_test_acc", "retrain_self_acc", "retrain_forget_test_acc", "retrain_seconds"):
+        assert len({r[key] for r in rows}) == 1, key
+    oracle = rows[-1]
+    assert oracle["test_acc"] == oracle["retrain_test_acc"] and oracle["gap_to_retrain"] == 0.0
+    assert oracle["self_acc"] == oracle["retrain_self_acc"] and oracle["steps"] == 0
+    gif = rows[0]
+    expected = sum(abs(gif[k] - gif[f"retrain_{k}"]) for k in ("test_acc", "self_acc", "forget_test_acc")) / 3
+    assert gif["gap_to_retrain"] == pytest.approx(expected)
+    assert runner.run(make_cfg("method=gif", "mr=0.05", "seed=1"))["retrain_cached"] is False  # a new setting
+
+
+def test_label_change_runs_for_every_method(make_cfg):
+    for method in ("gif", "freezing", "projecting", "koh", "second_order"):
+        row = runner.run(make_cfg("task=label_change", f"method={method}", drop=("task",)))
+        assert row["status"] == "ok" and row["task"] == "label_change", method
+        for key in ("changed_new_acc", "changed_old_acc", "before_changed_new_acc", "retrain_changed_new_acc"):
+            assert 0.0 <= row[key] <= 100.0, key
+        assert abs(row["n_removed"] - row["n_train"] / 10) <= 2  # all of class 8, one class in ten
+
+
+def test_backdoor_rows_carry_the_attack_metrics(make_cfg):
+    row = runner.run(make_cfg("task=backdoor", "task.target_class=4"))
+    assert row["status"] == "ok" and row["n_removed"] == round(0.1 * row["n_train"])
+    for key in ("clean_acc", "attack_success", "relabel_acc", "corrupt_acc"):
+        for prefix in ("", "before_", "best_", "retrain_"):
+            assert 0.0 <= row[prefix + key] <= 100.0, prefix + key
 
 
 def test_toy_regression_figure_and_row(tmp_path):

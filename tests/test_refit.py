@@ -110,9 +110,33 @@ def test_freezing_is_the_exact_optimum_over_j_with_the_rest_fixed():
     assert torch.equal(delta["theta"][~j], torch.zeros(int((~j).sum()), dtype=x.dtype))
 
 
-def test_second_order_refuses_an_empty_or_total_group():
+def test_a_relabelling_of_a_quadratic_is_refit_exactly_by_koh_and_second_order():
+    x, y = _ridge()
+    m, changed = len(y), torch.arange(15)
+    y_new = y.clone()
+    y_new[changed] += 2.0
+    theta = _fit(x, y)
+    refit = _fit(x, y_new)  # the model trained on the corrected targets
+    params = {"theta": theta}
+
+    def full(p):
+        return _per_example(p["theta"], x, y).mean()
+
+    def change(p):  # Σ_U [ℓ(z) − ℓ(z')]
+        return (
+            _per_example(p["theta"], x[changed], y[changed]) - _per_example(p["theta"], x[changed], y_new[changed])
+        ).sum()
+
+    g_sum = influence.gradient(change, params)
+    koh = influence.solve("koh", full, params, tree.scale(g_sum, 1 / m), solver="exact")
+    second = influence.second_order(full, change, params, g_sum, m=m, u=0, solver="exact")
+    for delta in (koh, second):  # H does not depend on the targets: the expansion is exact
+        assert torch.allclose(theta + delta["theta"], refit, atol=1e-10)
+
+
+def test_second_order_refuses_a_total_group():
     s = _setup(u=5)
-    with pytest.raises(ValueError, match="0 < u < m"):
+    with pytest.raises(ValueError, match="0 <= u < m"):
         influence.second_order(
             s["mean_loss"](s["kept"]), s["sum_loss"](s["removed"]), s["params"], s["g_sum"], m=5, u=5
         )

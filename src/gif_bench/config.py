@@ -87,18 +87,37 @@ def validate(cfg: DictConfig) -> None:
     classes = _number(cfg, "dataset.num_classes", 2, integer=True)
     _number(cfg, "dataset.val_fraction", 0.0, 1.0, lo_open=True)
     _choice(cfg, "model.name", models.MODELS)
-    if _get(cfg, "model.name") == "vgg11":
+    if _get(cfg, "model.name") in ("vgg11", "small_cnn"):
         _number(cfg, "model.width", 0.0, lo_open=True)
+    if _get(cfg, "model.name") == "vgg11":
         if _get(cfg, "dataset.image_size") != 32:
             raise ConfigError(f"dataset.image_size={_get(cfg, 'dataset.image_size')}", "model=vgg11 needs 32")
 
-    _choice(cfg, "task.name", (*tasks.TASKS, "toy_regression"))
-    _number(cfg, "task.target_class", 0, classes - 1, integer=True)
+    task = _choice(cfg, "task.name", (*tasks.TASKS, "toy_regression"))
     _number(cfg, "task.stop_self_acc", 0.0, 100.0)
+    if task in ("class_removal", "backdoor"):
+        _number(cfg, "task.target_class", 0, classes - 1, integer=True)
+    if task == "label_change":
+        mode = _choice(cfg, "task.mode", tasks.LABEL_CHANGE_MODES)
+        if mode == "class":
+            source = _number(cfg, "task.source_class", 0, classes - 1, integer=True)
+            new = _number(cfg, "task.new_class", 0, classes - 1, integer=True)
+            if source == new:
+                raise ConfigError(f"task.new_class={new}", "must differ from task.source_class")
+            _number(cfg, "task.source_fraction", 0.0, 1.0, lo_open=True)
+        else:
+            _number(cfg, "task.random_fraction", 0.0, 1.0, lo_open=True)
+    if task == "backdoor":
+        _number(cfg, "task.poison_rate", 0.0, 1.0, lo_open=True)
+        trigger = _choice(cfg, "task.trigger", tasks.TRIGGERS)
+        if trigger == "checkerboard":
+            _number(cfg, "task.trigger_amount", 0.0, 255.0, lo_open=True)
+        else:
+            _number(cfg, "task.patch_size", 1, _get(cfg, "dataset.image_size"), integer=True)
 
     _choice(cfg, "selector.name", SELECTORS)
     _number(cfg, "selector.samples", 1, integer=True)
-    _choice(cfg, "method.name", (*METHODS, "second_order"))
+    _choice(cfg, "method.name", (*METHODS, "second_order", "retrain"))
     _choice(cfg, "solver.name", SOLVERS)
     if _get(cfg, "solver.name") == "lissa":
         _number(cfg, "solver.max_iter", 1, integer=True)

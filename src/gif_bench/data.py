@@ -44,6 +44,16 @@ class Data:
     in_channels: int
     hflip: bool
     crop_padding: int
+    mean: Tensor  # 1×C×1×1, the normalisation: x = (pixel/255 − mean) / std
+    std: Tensor
+
+    def to_pixels(self, x: Tensor) -> Tensor:
+        """Normalised images → pixel values on the 0–255 scale (floats)."""
+        return (x * self.std + self.mean) * 255.0
+
+    def from_pixels(self, pixels: Tensor) -> Tensor:
+        """Pixel values on the 0–255 scale → normalised images."""
+        return (pixels / 255.0 - self.mean) / self.std
 
 
 def _stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -81,16 +91,34 @@ def _synthetic(cfg: DictConfig, data_dir: Path, seed: int):
     return x[rest], y[rest], x[test], y[test]
 
 
-def _torchvision(cfg: DictConfig, data_dir: Path, seed: int):
+def _torchvision_parts(name: str, root: Path) -> list:
     import torchvision
 
-    cls = {"cifar10": torchvision.datasets.CIFAR10}[cfg.name]
+    tv = torchvision.datasets
+    if name == "svhn":
+        return [tv.SVHN(root=str(root), split=split, download=True) for split in ("train", "test")]
+    cls = {"cifar10": tv.CIFAR10, "mnist": tv.MNIST}[name]
+    return [cls(root=str(root), train=t, download=True) for t in (True, False)]
+
+
+def _torchvision_arrays(name: str, ds) -> tuple[Tensor, np.ndarray]:
+    """A torchvision dataset's images as N×C×H×W floats in [0, 1] and its labels."""
+    if name == "svhn":  # already N×C×H×W uint8; labels with "10" already mapped to 0
+        images, labels = np.asarray(ds.data), np.asarray(ds.labels)
+    elif name == "mnist":  # N×H×W uint8 tensor
+        images, labels = ds.data.numpy()[:, None], ds.targets.numpy()
+    else:  # CIFAR-10: N×H×W×C
+        images, labels = np.asarray(ds.data).transpose(0, 3, 1, 2), np.asarray(ds.targets)
+    return torch.from_numpy(np.ascontiguousarray(images)).float() / 255.0, labels.astype(np.int64)
+
+
+def _torchvision(cfg: DictConfig, data_dir: Path, seed: int):
     root = data_dir / cfg.name
     new_dirs = [d for d in (data_dir, root) if not d.exists()]
     captured = io.StringIO()
     try:
         with contextlib.redirect_stdout(captured):
-            parts = [cls(root=str(root), train=t, download=True) for t in (True, False)]
+            parts = _torchvision_parts(cfg.name, root)
     except (OSError, RuntimeError) as err:  # URLError is an OSError; RuntimeError: not found
         for folder in reversed(new_dirs):  # leave no empty folders behind a failed download
             with contextlib.suppress(OSError):
@@ -101,19 +129,20 @@ def _torchvision(cfg: DictConfig, data_dir: Path, seed: int):
             "without internet access run with dataset=digits"
         ) from None
     print(captured.getvalue(), end="")
-
-    def arrays(ds):
-        images = np.asarray(ds.data).transpose(0, 3, 1, 2)  # N×H×W×C -> N×C×H×W
-        return torch.from_numpy(images.copy()).float() / 255.0, np.asarray(ds.targets, dtype=np.int64)
-
-    (x_tr, y_tr), (x_te, y_te) = arrays(parts[0]), arrays(parts[1])
+    (x_tr, y_tr), (x_te, y_te) = (_torchvision_arrays(cfg.name, part) for part in parts)
     if x_tr.shape[-1] != cfg.image_size:
         x_tr = F.interpolate(x_tr, size=(cfg.image_size,) * 2, mode="bilinear", align_corners=False)
         x_te = F.interpolate(x_te, size=(cfg.image_size,) * 2, mode="bilinear", align_corners=False)
     return x_tr, y_tr, x_te, y_te
 
 
-LOADERS = {"digits": _digits, "synthetic": _synthetic, "cifar10": _torchvision}
+LOADERS = {
+    "digits": _digits,
+    "synthetic": _synthetic,
+    "cifar10": _torchvision,
+    "mnist": _torchvision,
+    "svhn": _torchvision,
+}
 
 
 def load(cfg: DictConfig, data_dir: str | Path, device: torch.device | str = "cpu") -> Data:
@@ -144,6 +173,8 @@ def load(cfg: DictConfig, data_dir: str | Path, device: torch.device | str = "cp
         in_channels=int(cfg.in_channels),
         hflip=bool(cfg.augment.hflip),
         crop_padding=int(cfg.augment.crop_padding),
+        mean=mean.to(device),
+        std=std.to(device),
     )
 
 

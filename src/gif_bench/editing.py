@@ -51,24 +51,47 @@ def _functional(model: nn.Module) -> Callable[[dict[str, Tensor], Tensor], Tenso
 
 
 def removal_gradient(model: nn.Module, edit: Edit, params: dict[str, Tensor], chunk: int = 512) -> dict[str, Tensor]:
-    """``g = (1/(m−u)) Σ_{i∈U} ∇ℓ(z_i, θ̂)``, accumulated over chunks of U."""
+    """``g = (1/(m−u)) Σ_{i∈U} ∇ℓ(z_i, θ̂)`` for a removal, ``(1/(m−u)) Σ_{i∈U} [∇ℓ(z_i, θ̂) −
+    ∇ℓ(z'_i, θ̂)]`` for a relabelling (z' = the corrected example), over chunks of U."""
     logits = _functional(model)
+    removed, corrected = edit.removed, edit.corrected
 
-    def summed(p: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
-        return F.cross_entropy(logits(p, x), y, reduction="sum")
+    def summed(p: dict[str, Tensor], sl: slice) -> Tensor:
+        out = logits(p, removed.x[sl])
+        total = F.cross_entropy(out, removed.y[sl], reduction="sum")
+        if corrected is not None:  # same images, so one forward pass serves both labels
+            total = total - F.cross_entropy(out, corrected.y[sl], reduction="sum")
+        return total
 
     grad = tree.zeros_like(params)
     for sl in batches(edit.u, chunk):
-        part = torch.func.grad(summed)(params, edit.removed.x[sl], edit.removed.y[sl])
-        grad = tree.add(grad, part)
+        grad = tree.add(grad, torch.func.grad(summed)(params, sl))
     return tree.scale(grad, 1.0 / (edit.m - edit.u))
+
+
+def _selector_batch(edit: Edit, index: Tensor) -> tuple[Tensor, Tensor]:
+    """A sample of U for the selectors: images, and labels as learnt (plus corrected, if any)."""
+    removed = edit.removed
+    if edit.corrected is None:
+        return removed.x[index], removed.y[index]
+    return removed.x[index], torch.stack([removed.y[index], edit.corrected.y[index]], dim=1)
+
+
+def _edit_loss(logits: Tensor, y: Tensor) -> Tensor:
+    """U's loss as the edit sees it: ℓ(z) for a removal, ℓ(z) − ℓ(z') for a relabelling (whose
+    learnt labels are near-perfectly fitted, so ℓ(z) alone has next to no gradient to rank by)."""
+    if y.dim() == 1:
+        return F.cross_entropy(logits, y)
+    return F.cross_entropy(logits, y[:, 0]) - F.cross_entropy(logits, y[:, 1])
 
 
 def influence_direction(cfg: DictConfig, model: nn.Module, edit: Edit) -> Direction:
     """Select J and solve for Δθ on a fixed Hessian sample of retained training examples.
 
     ``second_order`` follows Basu et al. instead: its H is taken on a sample of the whole
-    training set and its ``H_U`` on a sample of U scaled up to the sum over U.
+    training set and its ``H_U`` on a sample of U scaled up to the sum over U. For a
+    relabelling, U's loss is ``Σ_U [ℓ(z) − ℓ(z')]`` throughout (g, G and H_U): the change of
+    the training loss the edit undoes.
     """
     start = time.perf_counter()
     model.eval()
@@ -91,7 +114,8 @@ def influence_direction(cfg: DictConfig, model: nn.Module, edit: Edit) -> Direct
         cfg.selector.name,
         model,
         ratio=float(cfg.mr),
-        batch=(edit.removed.x[s_idx], edit.removed.y[s_idx]),
+        batch=_selector_batch(edit, s_idx),
+        loss_fn=_edit_loss,
         seed=int(cfg.seed),
     )
     options = {k: v for k, v in OmegaConf.to_container(cfg.solver, resolve=True).items() if k != "name"}
@@ -104,8 +128,14 @@ def influence_direction(cfg: DictConfig, model: nn.Module, edit: Edit) -> Direct
         u_idx = torch.randperm(edit.u, generator=gen)[: cfg.hessian.samples].to(edit.removed.y.device)
         x_u, y_u = edit.removed.x[u_idx], edit.removed.y[u_idx]
 
-        def removed_loss(p: dict[str, Tensor]) -> Tensor:  # ≈ Σ_{z∈U} ℓ(z) from a sample of U
-            return F.cross_entropy(logits(p, x_u), y_u, reduction="sum") * (edit.u / len(u_idx))
+        y_c = None if edit.corrected is None else edit.corrected.y[u_idx]
+
+        def removed_loss(p: dict[str, Tensor]) -> Tensor:  # ≈ Σ_{z∈U} ℓ(z) [− ℓ(z')] from a sample of U
+            out = logits(p, x_u)
+            total = F.cross_entropy(out, y_u, reduction="sum")
+            if y_c is not None:
+                total = total - F.cross_entropy(out, y_c, reduction="sum")
+            return total * (edit.u / len(u_idx))
 
         removed_sum = tree.scale(grad, float(edit.m - edit.u))  # G = Σ_U ∇ℓ
         delta, info = influence.second_order(
@@ -114,7 +144,7 @@ def influence_direction(cfg: DictConfig, model: nn.Module, edit: Edit) -> Direct
             params,
             removed_sum,
             m=edit.m,
-            u=edit.u,
+            u=edit.u if edit.corrected is None else 0,  # a relabelling removes nothing
             solver=cfg.solver.name,
             return_info=True,
             **options,

@@ -8,6 +8,23 @@ Accuracies are percentages in [0, 100]; losses are means of the cross-entropy.
 * ``f1 = 2ab/(a+b)``, ``a = test_acc/100``, ``b = 1 − self_acc/100``.
 * ``val_acc`` and ``val_f1``: the same on the validation split; the best iterate is chosen by
   ``val_f1`` (never by a test metric).
+
+Label change (U = the relabelled training examples):
+
+* ``changed_new_acc`` / ``changed_old_acc``: accuracy on U w.r.t. the new / the old labels;
+  ``self_acc`` is ``changed_old_acc`` (what the edit unlearns, and what stops it).
+* ``test_acc`` / ``val_acc``: the whole clean test / validation split.
+
+Backdoor (U = the poisoned training images):
+
+* ``clean_acc``: the clean test split (also reported as ``test_acc``).
+* ``attack_success``: triggered test images whose true class is not the target, predicted
+  as the target.
+* ``relabel_acc``: poisoned training images predicted as their true class.
+* ``corrupt_acc``: poisoned training images still predicted as the target (``self_acc``).
+
+``gap_to_retrain`` is the mean absolute difference to the retrained model over
+:data:`GAP_KEYS` of the task.
 """
 
 from __future__ import annotations
@@ -54,4 +71,53 @@ def class_removal(model: nn.Module, edit: Edit) -> dict[str, float]:
     return out
 
 
-TASK_METRICS = {"class_removal": class_removal}
+def label_change(model: nn.Module, edit: Edit) -> dict[str, float]:
+    """Every label-change metric of ``model``."""
+    out: dict[str, float] = {}
+    out["test_acc"], out["test_loss"] = accuracy_and_loss(model, edit.eval_sets["test"])
+    out["self_acc"], out["self_loss"] = accuracy_and_loss(model, edit.eval_sets["self"])
+    out["changed_old_acc"] = out["self_acc"]
+    out["changed_new_acc"], out["changed_new_loss"] = accuracy_and_loss(model, edit.eval_sets["changed"])
+    out["val_acc"], _ = accuracy_and_loss(model, edit.eval_sets["val"])
+    out["f1"] = f1(out["test_acc"], out["self_acc"])
+    out["val_f1"] = f1(out["val_acc"], out["self_acc"])
+    return out
+
+
+def backdoor(model: nn.Module, edit: Edit) -> dict[str, float]:
+    """Every backdoor metric of ``model``."""
+    out: dict[str, float] = {}
+    out["clean_acc"], out["test_loss"] = accuracy_and_loss(model, edit.eval_sets["test"])
+    out["test_acc"] = out["clean_acc"]
+    out["self_acc"], out["self_loss"] = accuracy_and_loss(model, edit.eval_sets["self"])
+    out["corrupt_acc"] = out["self_acc"]
+    out["relabel_acc"], _ = accuracy_and_loss(model, edit.eval_sets["relabel"])
+    out["attack_success"], _ = accuracy_and_loss(model, edit.eval_sets["attack"])
+    out["val_acc"], _ = accuracy_and_loss(model, edit.eval_sets["val"])
+    out["val_attack_success"], _ = accuracy_and_loss(model, edit.eval_sets["attack_val"])
+    out["f1"] = f1(out["clean_acc"], out["self_acc"])
+    out["val_f1"] = f1(out["val_acc"], out["self_acc"])
+    return out
+
+
+TASK_METRICS = {"class_removal": class_removal, "label_change": label_change, "backdoor": backdoor}
+
+_COMMON = ("test_acc", "test_loss", "self_acc", "self_loss", "val_acc", "f1", "val_f1")
+# the metrics a row carries for every model it describes (final, best_, before_, retrain_)
+REPORTED = {
+    "class_removal": (*_COMMON, "forget_test_acc"),
+    "label_change": (*_COMMON, "changed_new_acc", "changed_old_acc", "changed_new_loss"),
+    "backdoor": (*_COMMON, "clean_acc", "attack_success", "relabel_acc", "corrupt_acc", "val_attack_success"),
+}
+GAP_KEYS = {
+    "class_removal": ("test_acc", "self_acc", "forget_test_acc"),
+    "label_change": ("test_acc", "changed_old_acc", "changed_new_acc"),
+    "backdoor": ("clean_acc", "relabel_acc", "attack_success"),
+}
+
+
+def gap(metrics: dict[str, float], reference: dict[str, float], task: str) -> float:
+    """Mean |metric − reference metric| over the task's :data:`GAP_KEYS` (NaNs skipped)."""
+    diffs = [abs(metrics[k] - reference[k]) for k in GAP_KEYS[task]]
+    diffs = [d for d in diffs if not math.isnan(d)]
+    return sum(diffs) / len(diffs) if diffs else math.nan

@@ -35,6 +35,35 @@ class VGG(nn.Module):
         return self.classifier(self.features(x).flatten(1))
 
 
+class SmallCNN(nn.Module):
+    """The paper's MNIST network: four 3×3 stride-2 convolutions (ReLU), then one Linear.
+
+    Channels 32→64→128→256 at ``width=1`` (times ``width``, at least 1). With padding 1 a
+    28×28 (or 32×32) input ends at 2×2, so the head is Linear(256·2·2 = 1024 → classes).
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        num_classes: int = 10,
+        image_size: int = 28,
+        width: float = 1.0,
+        channels: tuple[int, ...] = (32, 64, 128, 256),
+    ):
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in, size = in_channels, image_size
+        for c in channels:
+            c_out = max(1, round(c * width))
+            layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.ReLU()]
+            c_in, size = c_out, (size + 1) // 2
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Linear(c_in * size * size, num_classes)
+
+    def forward(self, x):
+        return self.classifier(self.features(x).flatten(1))
+
+
 class MLP(nn.Module):
     """Small fully connected net (flatten → Linear/ReLU … → Linear) for tests and toy runs."""
 
@@ -51,13 +80,15 @@ class MLP(nn.Module):
         return self.net(x)
 
 
-MODELS = ("vgg11", "mlp")
+MODELS = ("vgg11", "small_cnn", "mlp")
 
 
 def build(cfg: DictConfig, in_channels: int, num_classes: int, image_size: int) -> nn.Module:
     """Instantiate ``cfg.name`` for the dataset's channels, classes and image size."""
     if cfg.name == "vgg11":
         return VGG(VGG11_LAYERS, width=float(cfg.width), in_channels=in_channels, num_classes=num_classes)
+    if cfg.name == "small_cnn":
+        return SmallCNN(in_channels, num_classes, image_size, width=float(cfg.width))
     if cfg.name == "mlp":
         return MLP(in_channels * image_size**2, tuple(cfg.hidden), num_classes)
     raise ValueError(f"model={cfg.name} is not one of {', '.join(MODELS)}")

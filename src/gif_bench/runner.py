@@ -44,7 +44,13 @@ def _prefixed(prefix: str, values: dict[str, Any], keys) -> dict[str, Any]:
     return {f"{prefix}{k}": values[k] for k in keys if k in values}
 
 
-REPORTED = ("test_acc", "test_loss", "self_acc", "self_loss", "forget_test_acc", "val_acc", "f1", "val_f1")
+def retrain_oracle(cfg: DictConfig, dataset, edit: tasks.Edit, device: torch.device, root: Path) -> train.Trained:
+    """The model retrained from scratch on the edited training set, with the original's recipe
+    and seed. Cached by the training set's content, so every method, selector and MR of one
+    setting shares it."""
+    torch.manual_seed(int(cfg.seed))
+    fresh = models.build(cfg.model, dataset.in_channels, dataset.num_classes, cfg.dataset.image_size).to(device)
+    return train.train_or_load(cfg, fresh, dataset, edit.retrain_set(), device, root / "cache")
 
 
 def base_row(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
@@ -74,6 +80,52 @@ def base_row(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
     }
 
 
+def _influence_edit(cfg, model, edit, metric_fn, retrained, tracker, edited_root: Path, run_id: str) -> dict:
+    """Select, solve and apply the update; the row's fields for the final and best iterates."""
+    reported = metrics.REPORTED[cfg.task.name]
+    direction = editing.influence_direction(cfg, model, edit)
+    info = direction.info
+    row: dict[str, Any] = dict(
+        n_selected=tree.count(direction.mask),
+        influence_seconds=direction.seconds,
+        hvps=info.hvps,
+        solver_iterations=info.iterations,
+        solver_restarts=info.restarts,
+        solver_scale=info.scale,
+        solver_residual=info.residual,
+        solver_converged=info.converged,
+    )
+    traj = editing.apply_updates(
+        model,
+        edit,
+        direction.delta,
+        rate=float(cfg["update"].rate),
+        max_steps=int(cfg["update"].max_steps),
+        stop_self_acc=float(cfg.task.stop_self_acc),
+        metric_fn=metric_fn,
+        on_step=tracker.log,
+    )
+    row.update(_prefixed("", traj.final, reported))  # unprefixed: the final iterate
+    row.update(_prefixed("best_", traj.best, reported))  # best_: the best on validation
+    row.update(
+        gap_to_retrain=metrics.gap(traj.final, retrained, cfg.task.name),
+        best_gap_to_retrain=metrics.gap(traj.best, retrained, cfg.task.name),
+        steps=traj.final["step"],
+        best_step=traj.best["step"],
+        reached_threshold=traj.reached_threshold,
+        update_seconds=direction.seconds + traj.seconds,
+        trajectory=[{k: s[k] for k in ("step", "self_acc", "test_acc", "val_acc")} for s in traj.steps],
+    )
+    if cfg.save_edited:
+        final_state = {k: v.detach() for k, v in model.state_dict().items()}
+        best_state = {**final_state, **traj.best_state}
+        folder = edited_root / str(cfg.name) / run_id
+        storage.save_torch(folder / "final.pt", final_state)
+        storage.save_torch(folder / "best.pt", best_state)
+        row["edited_dir"] = str(folder)
+    return row
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Validate, train or load, edit, evaluate, and record one configuration.
 
@@ -99,6 +151,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     torch.manual_seed(int(cfg.seed))
     model = models.build(cfg.model, dataset.in_channels, dataset.num_classes, cfg.dataset.image_size).to(device)
     metric_fn = metrics.TASK_METRICS[cfg.task.name]
+    reported = metrics.REPORTED[cfg.task.name]
     if cfg.solver.name == "exact" and models.n_params(model) > EXACT_MAX_PARAMS:
         raise ConfigError(
             "solver=exact",
@@ -123,47 +176,19 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             train_seconds=trained.seconds,
         )
         before = metric_fn(model, edit)
-        row.update(_prefixed("before_", before, REPORTED))
+        row.update(_prefixed("before_", before, reported))
         tracker.log(before, step=0)
-
-        direction = editing.influence_direction(cfg, model, edit)
-        info = direction.info
-        row.update(
-            n_selected=tree.count(direction.mask),
-            influence_seconds=direction.seconds,
-            hvps=info.hvps,
-            solver_iterations=info.iterations,
-            solver_restarts=info.restarts,
-            solver_scale=info.scale,
-            solver_residual=info.residual,
-            solver_converged=info.converged,
-        )
-        traj = editing.apply_updates(
-            model,
-            edit,
-            direction.delta,
-            rate=float(cfg["update"].rate),
-            max_steps=int(cfg["update"].max_steps),
-            stop_self_acc=float(cfg.task.stop_self_acc),
-            metric_fn=metric_fn,
-            on_step=tracker.log,
-        )
-        row.update(_prefixed("", traj.final, REPORTED))
-        row.update(_prefixed("best_", traj.best, REPORTED))
-        row.update(
-            steps=traj.final["step"],
-            best_step=traj.best["step"],
-            reached_threshold=traj.reached_threshold,
-            update_seconds=direction.seconds + traj.seconds,
-            trajectory=[{k: s[k] for k in ("step", "self_acc", "test_acc", "val_acc")} for s in traj.steps],
-        )
-        if cfg.save_edited:
-            final_state = {k: v.detach() for k, v in model.state_dict().items()}
-            best_state = {**final_state, **traj.best_state}
-            folder = root / "edited" / str(cfg.name) / row["run_id"]
-            storage.save_torch(folder / "final.pt", final_state)
-            storage.save_torch(folder / "best.pt", best_state)
-            row["edited_dir"] = str(folder)
+        oracle = retrain_oracle(cfg, dataset, edit, device, root)
+        retrained = metric_fn(oracle.model, edit)
+        row.update(_prefixed("retrain_", retrained, reported))
+        row.update(retrain_seconds=oracle.seconds, retrain_cached=oracle.cached)
+        if cfg.method.name == "retrain":  # the oracle is the result
+            row.update(_prefixed("", retrained, reported))
+            row.update(_prefixed("best_", retrained, reported))
+            row.update(steps=0, best_step=0, update_seconds=oracle.seconds, gap_to_retrain=0.0)
+            row.update(best_gap_to_retrain=0.0)
+        else:
+            row.update(_influence_edit(cfg, model, edit, metric_fn, retrained, tracker, root / "edited", row["run_id"]))
         row["status"] = "ok"
     except Exception as err:
         row.update(status="failed", error=f"{type(err).__name__}: {err}")

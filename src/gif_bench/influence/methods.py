@@ -212,12 +212,17 @@ def second_order(
 
         Δθ = (1−2p)/(1−p)² · (1/m) · H⁻¹ G  +  1/(1−p)² · (1/m²) · H⁻¹ H_U H⁻¹ G,
 
-    the change to add to θ̂ (the module's sign convention). Two solves with H (``solver`` and
-    ``options`` as for ``solve("koh", ...)``) and one product with ``H_U``; the diagnostics add
-    up both solves and report the larger residual.
+    the change to add to θ̂ (the module's sign convention).
+
+    A relabelling (z → z' for z ∈ U) removes nothing: pass ``u=0`` with ``removed_loss`` =
+    Σ_U [ℓ(z) − ℓ(z')] and G its gradient. The same second-order expansion of the perturbed
+    objective, (1/m)[Σ ℓ + ε Σ_U (ℓ(z') − ℓ(z))] at ε = 1, gives the formula above with p = 0.
+
+    Two solves with H (``solver`` and ``options`` as for ``solve("koh", ...)``) and one
+    product with ``H_U``; the diagnostics add up both solves and report the larger residual.
     """
-    if not 0 < u < m:
-        raise ValueError(f"need 0 < u < m, got u={u}, m={m}")
+    if not 0 <= u < m:
+        raise ValueError(f"need 0 <= u < m (u = 0: a relabelling), got u={u}, m={m}")
     p = u / m
     first, info1 = solve("koh", loss, params, removed_grad, solver=solver, return_info=True, **options)
     h_u_first = hvp_fn(removed_loss, params, mode="reverse")(first)  # one product: no trace

@@ -1,0 +1,185 @@
+"""Tasks: triggers, poisoning, relabelling, the retrain set, and every metric on hand-made predictions."""
+
+import math
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from gif_bench import data, metrics, tasks
+from gif_bench.data import Split
+
+
+def _task(name, **kw):
+    base = OmegaConf.load(f"conf/task/{name}.yaml")
+    return OmegaConf.merge(base, {"seed": 0}, kw)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return data.load(OmegaConf.load("conf/dataset/digits.yaml"), "unused")
+
+
+def test_checkerboard_adds_to_alternate_pixels_and_clamps():
+    pixels = torch.full((2, 3, 4, 5), 100.0)
+    pixels[0, 1, 0, 0] = 250.0  # an "on" pixel near the top: clamped
+    pixels[0, 1, 0, 1] = 250.0  # an "off" pixel: untouched
+    out = tasks.checkerboard(pixels, 16.0)
+    on = torch.tensor([[(r + c) % 2 == 0 for c in range(5)] for r in range(4)])
+    expected = torch.where(on, 116.0, 100.0).expand(2, 3, 4, 5).clone()
+    expected[0, 1, 0, 0], expected[0, 1, 0, 1] = 255.0, 250.0
+    assert torch.equal(out, expected)
+
+
+def test_corner_patch_whitens_exactly_the_bottom_right_square():
+    pixels = torch.rand(2, 1, 8, 8) * 200
+    out = tasks.corner_patch(pixels, 3)
+    changed = out != pixels
+    assert torch.equal(out[..., 5:, 5:], torch.full((2, 1, 3, 3), 255.0))
+    changed[..., 5:, 5:] = False
+    assert not changed.any()
+
+
+def test_trigger_is_stamped_in_pixel_space(digits):
+    x = digits.train.x[:5]
+    cfg = _task("backdoor")
+    diff = digits.to_pixels(tasks.add_trigger(x, digits, cfg)) - digits.to_pixels(x)
+    expected = tasks.checkerboard(digits.to_pixels(x)) - digits.to_pixels(x)
+    assert torch.allclose(diff, expected, atol=1e-3)
+    assert diff[..., 0, 1].abs().max() < 1e-3 and diff.max() > 15.9
+
+
+def test_poisoning_rate_labels_and_seed(digits):
+    cfg = _task("backdoor", poison_rate=0.1, target_class=4)
+    poisoned, index = tasks.poison(digits.train, digits, cfg)
+    m = len(digits.train)
+    assert len(index) == round(0.1 * m) and len(index.unique()) == len(index)
+    assert (digits.train.y[index] != 4).all()  # only real label flips
+    assert (poisoned.y[index] == 4).all()
+    rest = torch.ones(m, dtype=torch.bool)
+    rest[index] = False
+    assert torch.equal(poisoned.y[rest], digits.train.y[rest]) and torch.equal(poisoned.x[rest], digits.train.x[rest])
+    assert not torch.equal(poisoned.x[index], digits.train.x[index])
+    again, index_again = tasks.poison(digits.train, digits, cfg)
+    assert torch.equal(index, index_again) and torch.equal(again.x, poisoned.x)
+    _, other = tasks.poison(digits.train, digits, _task("backdoor", seed=1))
+    assert not torch.equal(index, other)
+
+
+def test_backdoor_edit_sets(digits):
+    edit = tasks.build(_task("backdoor"), digits)
+    assert torch.equal(edit.corrected.y, digits.train.y[edit.removed_index])
+    assert (edit.removed.y == 4).all() and torch.equal(edit.removed.x, edit.corrected.x)
+    attack = edit.eval_sets["attack"]
+    assert len(attack) == int((digits.test.y != 4).sum()) and (attack.y == 4).all()
+    retrain = edit.retrain_set()  # triggered images, true labels
+    assert torch.equal(retrain.y, digits.train.y) and torch.equal(retrain.x, edit.train_set.x)
+
+
+def test_label_change_by_class_and_at_random(digits):
+    y = digits.train.y
+    index, new = tasks.relabel(y, _task("label_change", mode="class", source_fraction=0.5), 10)
+    n8 = int((y == 8).sum())
+    assert len(index) == round(0.5 * n8) and (y[index] == 8).all() and (new == 0).all()
+    index, new = tasks.relabel(y, _task("label_change", mode="random", random_fraction=0.1), 10)
+    assert len(index) == round(0.1 * len(y)) and (new != y[index]).all() and len(new.unique()) > 5
+    again, new_again = tasks.relabel(y, _task("label_change", mode="random", random_fraction=0.1), 10)
+    assert torch.equal(index, again) and torch.equal(new, new_again)
+    edit = tasks.build(_task("label_change"), digits)
+    retrain = edit.retrain_set()
+    assert (retrain.y[edit.removed_index] == 0).all() and int((retrain.y == 8).sum()) == 0
+    assert torch.equal(edit.eval_sets["self"].y, y[edit.removed_index])
+
+
+def test_class_removal_retrain_set_drops_the_class(digits):
+    edit = tasks.build(OmegaConf.load("conf/task/class_removal.yaml"), digits)
+    retrain = edit.retrain_set()
+    assert len(retrain) == edit.m - edit.u and not (retrain.y == 8).any()
+
+
+class _Lookup(nn.Module):
+    """Predicts ``answers[id]`` for an input whose first pixel holds its id."""
+
+    def __init__(self, answers):
+        super().__init__()
+        self.answers = torch.tensor(answers)
+
+    def forward(self, x):
+        ids = x[:, 0, 0, 0].long()
+        return nn.functional.one_hot(self.answers[ids], 10).float() * 10
+
+
+def _split(ids, labels):
+    x = torch.zeros(len(ids), 1, 2, 2)
+    x[:, 0, 0, 0] = torch.tensor(ids, dtype=torch.float)
+    return Split(x, torch.tensor(labels))
+
+
+def test_backdoor_metrics_on_hand_made_predictions():
+    # ids 0-3 poisoned training images (true 1,2,3,5; target 4), 4-7 clean test, 8-10 triggered test
+    answers = [4, 2, 4, 5, 0, 1, 9, 3, 4, 4, 7]
+    edit = tasks.Edit(
+        train_set=_split([0, 1, 2, 3], [4, 4, 4, 4]),
+        removed_index=torch.arange(4),
+        corrected=_split([0, 1, 2, 3], [1, 2, 3, 5]),
+        eval_sets={
+            "self": _split([0, 1, 2, 3], [4, 4, 4, 4]),
+            "relabel": _split([0, 1, 2, 3], [1, 2, 3, 5]),
+            "test": _split([4, 5, 6, 7], [0, 1, 2, 3]),
+            "val": _split([4, 5], [0, 2]),
+            "attack": _split([8, 9, 10], [4, 4, 4]),
+            "attack_val": _split([10], [4]),
+        },
+    )
+    out = metrics.backdoor(_Lookup(answers), edit)
+    assert out["clean_acc"] == out["test_acc"] == 75.0  # ids 4, 5, 7 right; id 6 (a 2) predicted 9
+    assert out["corrupt_acc"] == out["self_acc"] == 50.0  # ids 0 and 2 still predicted 4
+    assert out["relabel_acc"] == 50.0  # ids 1 (2) and 3 (5)
+    assert out["attack_success"] == pytest.approx(200 / 3)
+    assert out["val_acc"] == 50.0 and out["val_attack_success"] == 0.0
+    assert out["f1"] == pytest.approx(metrics.f1(75.0, 50.0))
+
+
+def test_label_change_and_class_removal_metrics_on_hand_made_predictions():
+    answers = [3, 3, 7, 1, 1, 2, 0]
+    edit = tasks.Edit(
+        train_set=_split([0, 1, 2], [3, 3, 3]),
+        removed_index=torch.arange(3),
+        corrected=_split([0, 1, 2], [7, 7, 7]),
+        eval_sets={
+            "self": _split([0, 1, 2], [3, 3, 3]),
+            "changed": _split([0, 1, 2], [7, 7, 7]),
+            "test": _split([3, 4, 5], [1, 2, 2]),
+            "val": _split([6], [0]),
+        },
+    )
+    out = metrics.label_change(_Lookup(answers), edit)
+    assert out["changed_old_acc"] == out["self_acc"] == pytest.approx(200 / 3)
+    assert out["changed_new_acc"] == pytest.approx(100 / 3)
+    assert out["test_acc"] == pytest.approx(200 / 3) and out["val_acc"] == 100.0
+    assert out["val_f1"] == pytest.approx(metrics.f1(100.0, 200 / 3))
+
+    removal = tasks.Edit(
+        train_set=_split([0, 1, 2], [3, 3, 3]),
+        removed_index=torch.arange(3),
+        eval_sets={
+            "self": _split([0, 1, 2], [3, 3, 3]),
+            "test": _split([3, 4, 5], [1, 1, 2]),
+            "forget_test": _split([0, 2], [3, 3]),
+            "val": _split([6], [0]),
+        },
+    )
+    out = metrics.class_removal(_Lookup(answers), removal)
+    assert out["test_acc"] == 100.0 and out["self_acc"] == pytest.approx(200 / 3)
+    assert out["forget_test_acc"] == 50.0
+    assert out["f1"] == pytest.approx(2 * 1.0 * (1 / 3) / (1 + 1 / 3))
+
+
+def test_gap_to_retrain_is_the_mean_absolute_difference_over_the_task_keys():
+    a = {"clean_acc": 90.0, "relabel_acc": 80.0, "attack_success": 10.0, "test_acc": 0.0}
+    b = {"clean_acc": 95.0, "relabel_acc": 99.0, "attack_success": 4.0, "test_acc": 50.0}
+    assert metrics.gap(a, b, "backdoor") == pytest.approx((5 + 19 + 6) / 3)
+    c = {"test_acc": 90.0, "self_acc": 1.0, "forget_test_acc": math.nan}
+    d = {"test_acc": 92.0, "self_acc": 0.0, "forget_test_acc": 0.0}
+    assert metrics.gap(c, d, "class_removal") == pytest.approx(1.5)
