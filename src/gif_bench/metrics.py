@@ -59,44 +59,40 @@ def f1(test_acc: float, self_acc: float) -> float:
     return 0.0 if a + b == 0 else 2 * a * b / (a + b)
 
 
-def class_removal(model: nn.Module, edit: Edit) -> dict[str, float]:
-    """Every class-removal metric of ``model``."""
+def _common(model: nn.Module, edit: Edit) -> dict[str, float]:
+    """test / self / val accuracy and loss, and the F1 of test (val) against self."""
     out: dict[str, float] = {}
     out["test_acc"], out["test_loss"] = accuracy_and_loss(model, edit.eval_sets["test"])
     out["self_acc"], out["self_loss"] = accuracy_and_loss(model, edit.eval_sets["self"])
-    out["forget_test_acc"], _ = accuracy_and_loss(model, edit.eval_sets["forget_test"])
     out["val_acc"], _ = accuracy_and_loss(model, edit.eval_sets["val"])
     out["f1"] = f1(out["test_acc"], out["self_acc"])
     out["val_f1"] = f1(out["val_acc"], out["self_acc"])
+    return out
+
+
+def class_removal(model: nn.Module, edit: Edit) -> dict[str, float]:
+    """Every class-removal metric of ``model``."""
+    out = _common(model, edit)
+    out["forget_test_acc"], _ = accuracy_and_loss(model, edit.eval_sets["forget_test"])
     return out
 
 
 def label_change(model: nn.Module, edit: Edit) -> dict[str, float]:
     """Every label-change metric of ``model``."""
-    out: dict[str, float] = {}
-    out["test_acc"], out["test_loss"] = accuracy_and_loss(model, edit.eval_sets["test"])
-    out["self_acc"], out["self_loss"] = accuracy_and_loss(model, edit.eval_sets["self"])
+    out = _common(model, edit)
     out["changed_old_acc"] = out["self_acc"]
     out["changed_new_acc"], out["changed_new_loss"] = accuracy_and_loss(model, edit.eval_sets["changed"])
-    out["val_acc"], _ = accuracy_and_loss(model, edit.eval_sets["val"])
-    out["f1"] = f1(out["test_acc"], out["self_acc"])
-    out["val_f1"] = f1(out["val_acc"], out["self_acc"])
     return out
 
 
 def backdoor(model: nn.Module, edit: Edit) -> dict[str, float]:
     """Every backdoor metric of ``model``."""
-    out: dict[str, float] = {}
-    out["clean_acc"], out["test_loss"] = accuracy_and_loss(model, edit.eval_sets["test"])
-    out["test_acc"] = out["clean_acc"]
-    out["self_acc"], out["self_loss"] = accuracy_and_loss(model, edit.eval_sets["self"])
+    out = _common(model, edit)
+    out["clean_acc"] = out["test_acc"]
     out["corrupt_acc"] = out["self_acc"]
     out["relabel_acc"], _ = accuracy_and_loss(model, edit.eval_sets["relabel"])
     out["attack_success"], _ = accuracy_and_loss(model, edit.eval_sets["attack"])
-    out["val_acc"], _ = accuracy_and_loss(model, edit.eval_sets["val"])
     out["val_attack_success"], _ = accuracy_and_loss(model, edit.eval_sets["attack_val"])
-    out["f1"] = f1(out["clean_acc"], out["self_acc"])
-    out["val_f1"] = f1(out["val_acc"], out["self_acc"])
     return out
 
 
