@@ -149,3 +149,21 @@ def test_task_options_are_checked(make_cfg, overrides, message):
     with pytest.raises(ConfigError) as err:
         validate(cfg)
     assert str(err.value).startswith(message)
+
+
+@pytest.mark.parametrize(
+    ("launcher", "target"),
+    [
+        ("local", "hydra._internal.core_plugins.basic_launcher.BasicLauncher"),
+        ("joblib", "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"),
+        ("slurm", "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"),
+        ("submitit_local", "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher"),
+    ],
+)
+def test_launcher_group_picks_hydras_launcher(launcher, target):
+    from conftest import CONF
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose("config", overrides=[f"launcher={launcher}"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_ == target

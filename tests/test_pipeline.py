@@ -5,6 +5,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -152,6 +153,37 @@ def test_cli_run_and_multirun(tmp_path):
         [sys.executable, "scripts/summarize.py", "--root", str(tmp_path)], cwd=ROOT, capture_output=True, text=True
     )
     assert summary.returncode == 0 and "gif" in summary.stdout and "0.05" in summary.stdout
+
+
+@pytest.mark.parametrize(
+    ("launcher", "says"), [("joblib", "Joblib.Parallel(n_jobs=2"), ("submitit_local", "Submitit 'local'")]
+)
+def test_a_sweep_runs_through_a_parallel_launcher(tmp_path, launcher, says):
+    proc = run_cli("-m", *TINY, f"paths.root={tmp_path}", f"launcher={launcher}", "mr=0.05,0.1")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert says in proc.stdout + proc.stderr
+    rows = [json.loads(p.read_text()) for p in (tmp_path / "results" / "default").glob("*.json")]
+    assert sorted(r["mr"] for r in rows) == [0.05, 0.1] and all(r["status"] == "ok" for r in rows)
+
+
+def test_a_sweep_stopped_midway_then_run_again_runs_only_what_is_missing(tmp_path):
+    args = ["-m", *TINY, f"paths.root={tmp_path}", "mr=0.05,0.1,0.2"]
+    env = {**os.environ, "TQDM_DISABLE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "gif_bench", *args], cwd=ROOT, env=env)
+    results_dir = tmp_path / "results" / "default"
+    deadline = time.monotonic() + 240
+    while not list(results_dir.glob("*.json")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.kill()  # stopped midway: after the first job's row, before the last one's
+    proc.wait()
+    first = {p.name: p.stat().st_mtime_ns for p in results_dir.glob("*.json")}
+    assert 1 <= len(first) < 3
+    again = run_cli(*args)
+    assert again.returncode == 0, again.stderr[-2000:]
+    rows = {p.name: p for p in results_dir.glob("*.json")}
+    assert sorted(json.loads(p.read_text())["mr"] for p in rows.values()) == [0.05, 0.1, 0.2]
+    assert all(rows[name].stat().st_mtime_ns == mtime for name, mtime in first.items())  # not re-run
+    assert again.stdout.count("already done") + again.stderr.count("already done") == len(first)
 
 
 def test_every_method_runs_from_the_harness(make_cfg):
