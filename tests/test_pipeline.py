@@ -227,6 +227,7 @@ def test_backdoor_rows_carry_the_attack_metrics(make_cfg):
     for key in ("clean_acc", "attack_success", "relabel_acc", "corrupt_acc"):
         for prefix in ("", "before_", "best_", "retrain_"):
             assert 0.0 <= row[prefix + key] <= 100.0, prefix + key
+    assert {"attack_success", "relabel_acc", "self_acc"} <= set(row["trajectory"][0])
 
 
 def test_toy_regression_figure_and_row(tmp_path):

@@ -80,6 +80,10 @@ def base_row(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
     }
 
 
+# per-step fields kept in a row (the task-specific ones where the task has them)
+TRAJECTORY = ("step", "self_acc", "test_acc", "val_acc", "changed_new_acc", "attack_success", "relabel_acc")
+
+
 def _influence_edit(cfg, model, edit, metric_fn, retrained, tracker, edited_root: Path, run_id: str) -> dict:
     """Select, solve and apply the update; the row's fields for the final and best iterates."""
     reported = metrics.REPORTED[cfg.task.name]
@@ -114,7 +118,7 @@ def _influence_edit(cfg, model, edit, metric_fn, retrained, tracker, edited_root
         best_step=traj.best["step"],
         reached_threshold=traj.reached_threshold,
         update_seconds=direction.seconds + traj.seconds,
-        trajectory=[{k: s[k] for k in ("step", "self_acc", "test_acc", "val_acc")} for s in traj.steps],
+        trajectory=[{k: s[k] for k in TRAJECTORY if k in s} for s in traj.steps],
     )
     if cfg.save_edited:
         final_state = {k: v.detach() for k, v in model.state_dict().items()}
