@@ -183,3 +183,41 @@ def test_gap_to_retrain_is_the_mean_absolute_difference_over_the_task_keys():
     c = {"test_acc": 90.0, "self_acc": 1.0, "forget_test_acc": math.nan}
     d = {"test_acc": 92.0, "self_acc": 0.0, "forget_test_acc": 0.0}
     assert metrics.gap(c, d, "class_removal") == pytest.approx(1.5)
+
+
+def _tiny_relabelling():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3)).double()
+    x = torch.randn(10, 1, 2, 2, dtype=torch.double)
+    y = torch.randint(0, 3, (10,))
+    index = torch.tensor([1, 4, 7])
+    new = (y[index] + 1) % 3
+    edit = tasks.Edit(train_set=Split(x, y), removed_index=index, corrected=Split(x[index], new))
+    return model, edit, x, y, index, new
+
+
+def test_relabelling_gradient_is_the_difference_of_old_and_new_label_gradients():
+    from gif_bench.editing import removal_gradient
+
+    model, edit, x, y, index, new = _tiny_relabelling()
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    g = removal_gradient(model, edit, params, chunk=2)  # chunks of U add up
+    ce = nn.functional.cross_entropy
+    diff = ce(model(x[index]), y[index], reduction="sum") - ce(model(x[index]), new, reduction="sum")
+    expected = torch.autograd.grad(diff / (10 - 3), list(model.parameters()))
+    for (k, _), e in zip(model.named_parameters(), expected):
+        assert torch.allclose(g[k], e, atol=1e-12), k
+
+
+def test_selectors_rank_a_relabelling_by_its_edit_loss():
+    from gif_bench.editing import _edit_loss, _selector_batch
+
+    model, edit, x, y, index, new = _tiny_relabelling()
+    xs, ys = _selector_batch(edit, torch.arange(3))
+    assert torch.equal(xs, x[index]) and torch.equal(ys, torch.stack([y[index], new], 1))
+    logits = model(xs)
+    ce = nn.functional.cross_entropy
+    assert torch.allclose(_edit_loss(logits, ys), ce(logits, y[index]) - ce(logits, new))
+    removal = tasks.Edit(train_set=Split(x, y), removed_index=index)
+    xr, yr = _selector_batch(removal, torch.arange(3))
+    assert torch.equal(yr, y[index]) and torch.allclose(_edit_loss(model(xr), yr), ce(model(xr), yr))
