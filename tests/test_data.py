@@ -83,13 +83,14 @@ def test_cifar10_is_read_through_torchvision(tmp_path, monkeypatch):
     assert d.test.y.tolist() == last["labels"]
 
 
-def test_cifar10_offline_names_the_digits_dataset(tmp_path, monkeypatch):
+@pytest.mark.parametrize("name", ["cifar10", "mnist", "svhn"])
+def test_offline_names_the_digits_dataset(tmp_path, monkeypatch, name):
     for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
         monkeypatch.setenv(var, "http://127.0.0.1:9")  # nothing listens: the download fails at once
     monkeypatch.delenv("no_proxy", raising=False)
     monkeypatch.delenv("NO_PROXY", raising=False)
     with pytest.raises(DatasetUnavailable, match="dataset=digits") as err:
-        data.load(_cfg("cifar10"), tmp_path / "data")
+        data.load(_cfg(name), tmp_path / "data")
     assert "\n" not in str(err.value)
     assert list(tmp_path.iterdir()) == []  # no empty folders left behind
 

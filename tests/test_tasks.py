@@ -210,14 +210,14 @@ def test_relabelling_gradient_is_the_difference_of_old_and_new_label_gradients()
 
 
 def test_selectors_rank_a_relabelling_by_its_edit_loss():
-    from gif_bench.editing import _edit_loss, _selector_batch
+    from gif_bench.editing import _edit_batch, _edit_loss
 
     model, edit, x, y, index, new = _tiny_relabelling()
-    xs, ys = _selector_batch(edit, torch.arange(3))
+    xs, ys = _edit_batch(edit, torch.arange(3))
     assert torch.equal(xs, x[index]) and torch.equal(ys, torch.stack([y[index], new], 1))
     logits = model(xs)
     ce = nn.functional.cross_entropy
     assert torch.allclose(_edit_loss(logits, ys), ce(logits, y[index]) - ce(logits, new))
     removal = tasks.Edit(train_set=Split(x, y), removed_index=index)
-    xr, yr = _selector_batch(removal, torch.arange(3))
+    xr, yr = _edit_batch(removal, torch.arange(3))
     assert torch.equal(yr, y[index]) and torch.allclose(_edit_loss(model(xr), yr), ce(model(xr), yr))

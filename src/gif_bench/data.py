@@ -120,9 +120,11 @@ def _torchvision(cfg: DictConfig, data_dir: Path, seed: int):
         with contextlib.redirect_stdout(captured):
             parts = _torchvision_parts(cfg.name, root)
     except (OSError, RuntimeError) as err:  # URLError is an OSError; RuntimeError: not found
-        for folder in reversed(new_dirs):  # leave no empty folders behind a failed download
+        # leave no empty folders behind a failed download (MNIST makes MNIST/raw/ inside root)
+        inside = sorted(root.rglob("*"), key=lambda d: len(d.parts), reverse=True) if root in new_dirs else []
+        for folder in [*inside, *reversed(new_dirs)]:
             with contextlib.suppress(OSError):
-                folder.rmdir()
+                folder.rmdir()  # only ever removes empty folders
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise DatasetUnavailable(
             f"dataset={cfg.name} is not in {root} and could not be downloaded ({reason}); "

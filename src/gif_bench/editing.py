@@ -50,39 +50,37 @@ def _functional(model: nn.Module) -> Callable[[dict[str, Tensor], Tensor], Tenso
     return logits
 
 
-def removal_gradient(model: nn.Module, edit: Edit, params: dict[str, Tensor], chunk: int = 512) -> dict[str, Tensor]:
-    """``g = (1/(m−u)) Σ_{i∈U} ∇ℓ(z_i, θ̂)`` for a removal, ``(1/(m−u)) Σ_{i∈U} [∇ℓ(z_i, θ̂) −
-    ∇ℓ(z'_i, θ̂)]`` for a relabelling (z' = the corrected example), over chunks of U."""
-    logits = _functional(model)
-    removed, corrected = edit.removed, edit.corrected
-
-    def summed(p: dict[str, Tensor], sl: slice) -> Tensor:
-        out = logits(p, removed.x[sl])
-        total = F.cross_entropy(out, removed.y[sl], reduction="sum")
-        if corrected is not None:  # same images, so one forward pass serves both labels
-            total = total - F.cross_entropy(out, corrected.y[sl], reduction="sum")
-        return total
-
-    grad = tree.zeros_like(params)
-    for sl in batches(edit.u, chunk):
-        grad = tree.add(grad, torch.func.grad(summed)(params, sl))
-    return tree.scale(grad, 1.0 / (edit.m - edit.u))
-
-
-def _selector_batch(edit: Edit, index: Tensor) -> tuple[Tensor, Tensor]:
-    """A sample of U for the selectors: images, and labels as learnt (plus corrected, if any)."""
+def _edit_batch(edit: Edit, index: Tensor | slice) -> tuple[Tensor, Tensor]:
+    """Examples of U: images, and labels as learnt — stacked with the corrected ones, as an
+    N×2 tensor, for a relabelling (the same images carry both)."""
     removed = edit.removed
     if edit.corrected is None:
         return removed.x[index], removed.y[index]
     return removed.x[index], torch.stack([removed.y[index], edit.corrected.y[index]], dim=1)
 
 
-def _edit_loss(logits: Tensor, y: Tensor) -> Tensor:
-    """U's loss as the edit sees it: ℓ(z) for a removal, ℓ(z) − ℓ(z') for a relabelling (whose
-    learnt labels are near-perfectly fitted, so ℓ(z) alone has next to no gradient to rank by)."""
+def _edit_loss(logits: Tensor, y: Tensor, reduction: str = "mean") -> Tensor:
+    """U's loss as the edit sees it: ℓ(z) for a removal, ℓ(z) − ℓ(z') for a relabelling (``y``
+    from :func:`_edit_batch`). The selectors rank by it too: a relabelling's learnt labels are
+    near-perfectly fitted, so ℓ(z) alone has next to no gradient to rank by."""
     if y.dim() == 1:
-        return F.cross_entropy(logits, y)
-    return F.cross_entropy(logits, y[:, 0]) - F.cross_entropy(logits, y[:, 1])
+        return F.cross_entropy(logits, y, reduction=reduction)
+    return F.cross_entropy(logits, y[:, 0], reduction=reduction) - F.cross_entropy(logits, y[:, 1], reduction=reduction)
+
+
+def removal_gradient(model: nn.Module, edit: Edit, params: dict[str, Tensor], chunk: int = 512) -> dict[str, Tensor]:
+    """``g = (1/(m−u)) Σ_{i∈U} ∇ℓ(z_i, θ̂)`` for a removal, ``(1/(m−u)) Σ_{i∈U} [∇ℓ(z_i, θ̂) −
+    ∇ℓ(z'_i, θ̂)]`` for a relabelling (z' = the corrected example), over chunks of U."""
+    logits = _functional(model)
+
+    def summed(p: dict[str, Tensor], sl: slice) -> Tensor:
+        x, y = _edit_batch(edit, sl)
+        return _edit_loss(logits(p, x), y, reduction="sum")
+
+    grad = tree.zeros_like(params)
+    for sl in batches(edit.u, chunk):
+        grad = tree.add(grad, torch.func.grad(summed)(params, sl))
+    return tree.scale(grad, 1.0 / (edit.m - edit.u))
 
 
 def influence_direction(cfg: DictConfig, model: nn.Module, edit: Edit) -> Direction:
@@ -114,7 +112,7 @@ def influence_direction(cfg: DictConfig, model: nn.Module, edit: Edit) -> Direct
         cfg.selector.name,
         model,
         ratio=float(cfg.mr),
-        batch=_selector_batch(edit, s_idx),
+        batch=_edit_batch(edit, s_idx),
         loss_fn=_edit_loss,
         seed=int(cfg.seed),
     )
@@ -126,16 +124,10 @@ def influence_direction(cfg: DictConfig, model: nn.Module, edit: Edit) -> Direct
         mask = {k: torch.ones_like(v, dtype=torch.bool) for k, v in params.items()}
     if second_order:
         u_idx = torch.randperm(edit.u, generator=gen)[: cfg.hessian.samples].to(edit.removed.y.device)
-        x_u, y_u = edit.removed.x[u_idx], edit.removed.y[u_idx]
-
-        y_c = None if edit.corrected is None else edit.corrected.y[u_idx]
+        x_u, y_u = _edit_batch(edit, u_idx)
 
         def removed_loss(p: dict[str, Tensor]) -> Tensor:  # ≈ Σ_{z∈U} ℓ(z) [− ℓ(z')] from a sample of U
-            out = logits(p, x_u)
-            total = F.cross_entropy(out, y_u, reduction="sum")
-            if y_c is not None:
-                total = total - F.cross_entropy(out, y_c, reduction="sum")
-            return total * (edit.u / len(u_idx))
+            return _edit_loss(logits(p, x_u), y_u, reduction="sum") * (edit.u / len(u_idx))
 
         removed_sum = tree.scale(grad, float(edit.m - edit.u))  # G = Σ_U ∇ℓ
         delta, info = influence.second_order(
