@@ -1,7 +1,9 @@
 PYTHON ?= python
 PROFILE ?= paper
+EXPERIMENTS ?= table1 fig3 table2 label_change
+REPORT_DIR ?= docs/results/$(PROFILE)
 
-.PHONY: test lint quickstart clean-outputs toy-figure bench
+.PHONY: test lint quickstart clean-outputs toy-figure bench reproduce-tables
 
 test:            ## the test suite (CPU, offline)
 	$(PYTHON) -m pytest -q
@@ -20,3 +22,13 @@ toy-figure:      ## the paper's Figure 2 toy -> docs/figures/toy_regression.png
 
 bench:           ## performance suite -> BENCHMARKS.md
 	$(PYTHON) scripts/bench.py
+
+reproduce-tables:  ## every experiment's sweep, then its tables and figures -> $(REPORT_DIR) (PROFILE=cpu: digits, 2 CPU cores)
+	@set -e; start=$$(date +%s); \
+	for e in $(EXPERIMENTS); do $(PYTHON) -m gif_bench experiment=$$e profile=$(PROFILE) $(ARGS); done; \
+	for e in $(EXPERIMENTS); do $(PYTHON) -m gif_bench.report experiment=$$e profile=$(PROFILE) $(ARGS) --out $(REPORT_DIR); done; \
+	took=$$(( $$(date +%s) - start )); \
+	printf '%s\n' "make reproduce-tables PROFILE=$(PROFILE) $(ARGS): $$took s, finished $$(date -u +%FT%TZ)" \
+	  "machine: $$(uname -srm), $$(nproc) cores, $$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')" \
+	  > $(REPORT_DIR)/reproduce.log; \
+	cat $(REPORT_DIR)/reproduce.log

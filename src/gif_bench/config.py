@@ -10,7 +10,7 @@ import re
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from . import data, models, tasks
 from .errors import ConfigError
@@ -142,3 +142,23 @@ def validate(cfg: DictConfig) -> None:
     _choice(cfg, "logger.name", LOGGERS)
     if _get(cfg, "logger.name") == "wandb":
         _choice(cfg, "logger.mode", WANDB_MODES)
+
+
+# Methods that change every parameter whatever the selector chose (or, for retrain, none).
+MASK_FREE_METHODS = ("koh", "second_order", "retrain")
+
+
+def canonicalize(cfg: DictConfig) -> DictConfig:
+    """Rewrite, in place, the keys a run ignores so that equal computations get equal configs.
+
+    ``koh``, ``second_order`` and ``retrain`` do not use a mask: their ``mr`` becomes 1.0 and
+    their selector ``all``. At ``mr=1`` every selector takes every Conv/Linear parameter: the
+    selector becomes ``all``. A sweep over MRs and selectors then runs each of these once
+    (the repeats find the finished row), and their rows say what was really computed.
+    """
+    with open_dict(cfg):
+        if _get(cfg, "method.name") in MASK_FREE_METHODS:
+            cfg.mr = 1.0
+        if _is_number(_get(cfg, "mr")) and cfg.mr >= 1.0 and _get(cfg, "selector") is not None:
+            cfg.selector.name = "all"
+    return cfg

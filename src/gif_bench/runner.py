@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 
 from . import data as datasets
 from . import editing, influence, metrics, models, results, storage, tasks, tracking, train
-from .config import resolve_device, validate
+from .config import canonicalize, resolve_device, validate
 from .errors import ConfigError
 from .influence import tree
 from .influence.methods import EXACT_MAX_PARAMS
@@ -137,6 +137,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     ``ok`` row is returned as is unless ``cfg.force``.
     """
     validate(cfg)
+    canonicalize(cfg)
     if cfg.task.name == "toy_regression":
         from . import toy
 

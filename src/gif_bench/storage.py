@@ -16,7 +16,8 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-def _atomic(path: str | Path, write: Callable[[str], None]) -> Path:
+def write_atomic(path: str | Path, write: Callable[[str], None]) -> Path:
+    """Call ``write(tmp)`` on a temporary path beside ``path``, then rename it to ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -41,12 +42,12 @@ def write_json(path: str | Path, obj: Any) -> Path:
             json.dump(obj, f, indent=2, sort_keys=True, default=str)
             f.write("\n")
 
-    return _atomic(path, write)
+    return write_atomic(path, write)
 
 
 def save_torch(path: str | Path, obj: Any) -> Path:
     """``torch.save`` to ``path`` atomically."""
-    return _atomic(path, lambda tmp: torch.save(obj, tmp))
+    return write_atomic(path, lambda tmp: torch.save(obj, tmp))
 
 
 def digest(obj: Any, length: int = 16) -> str:

@@ -113,5 +113,5 @@ def _plot(paths, theta, best, axes, x, y, path: Path) -> None:
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    storage._atomic(path, lambda tmp: fig.savefig(tmp, format="png"))
+    storage.write_atomic(path, lambda tmp: fig.savefig(tmp, format="png"))
     plt.close(fig)

@@ -1,0 +1,81 @@
+"""Figures from collected result rows (PNG, matplotlib's Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from . import storage  # noqa: E402
+from .tables import LABELS, METHOD_ORDER  # noqa: E402
+
+SELECTOR_LABELS = {
+    "highest_k_outputs": "Highest-k outputs",
+    "highest_k_gradients": "Highest-k gradients",
+    "lowest_k_outputs": "Lowest-k outputs",
+    "lowest_k_gradients": "Lowest-k gradients",
+    "random": "Random",
+}
+
+
+def _save(fig, path: Path) -> Path:
+    def write(tmp: str) -> None:
+        fig.savefig(tmp, format="png", dpi=150, bbox_inches="tight")
+
+    storage.write_atomic(path, write)
+    plt.close(fig)
+    return path
+
+
+def selector_study(rows: pd.DataFrame, path: Path, iterate: str = "best", title: str = "") -> Path:
+    """Figure 3: test accuracy against MR, one line per selector (mean over seeds, band = ±1 std);
+    the MR-100 % run (every selector's choice) ends every line; dashed lines for the model
+    before the edit and the retrained one."""
+    col = {"best": "best_test_acc", "final": "test_acc"}[iterate]
+    gif = rows[rows["method"] == "gif"].assign(value=lambda d: pd.to_numeric(d[col], errors="coerce"))
+    full = gif[gif["selector"] == "all"].groupby("mr")["value"].agg(["mean", "std"])
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for selector, label in SELECTOR_LABELS.items():
+        stats = gif[gif["selector"] == selector].groupby("mr")["value"].agg(["mean", "std"])
+        stats = pd.concat([stats, full]).sort_index()
+        if stats.empty:
+            continue
+        x = 100 * stats.index.to_numpy()
+        ax.plot(x, stats["mean"], marker="o", label=label)
+        ax.fill_between(x, stats["mean"] - stats["std"].fillna(0), stats["mean"] + stats["std"].fillna(0), alpha=0.15)
+    for prefix, style, label in (("before_", ":", "before the edit"), ("retrain_", "--", "retrained")):
+        ref = pd.to_numeric(rows[f"{prefix}test_acc"], errors="coerce").groupby(rows["seed"]).first().mean()
+        ax.axhline(ref, color="grey", linestyle=style, linewidth=1, label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel("modification ratio (%)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title or "Selector study: GIF, class removal")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def trajectories(rows: pd.DataFrame, path: Path, title: str = "") -> Path:
+    """Self and test accuracy per update step, one line per method (the lowest seed and, for
+    the partial methods, the smallest MR of ``rows``)."""
+    seed = rows["seed"].min()
+    fig, (ax_self, ax_test) = plt.subplots(1, 2, figsize=(10, 3.8), sharex=True)
+    for method in METHOD_ORDER:
+        runs = rows[(rows["method"] == method) & (rows["seed"] == seed)].sort_values("mr")
+        if runs.empty or not isinstance(runs["trajectory"].iloc[0], list):
+            continue
+        steps = pd.DataFrame(runs["trajectory"].iloc[0])
+        label = LABELS[method] + (f" (MR {100 * runs['mr'].iloc[0]:g} %)" if runs["mr"].iloc[0] < 1 else "")
+        ax_self.plot(steps["step"], steps["self_acc"], label=label)
+        ax_test.plot(steps["step"], steps["test_acc"], label=label)
+    for ax, what in ((ax_self, "self accuracy (%)"), (ax_test, "test accuracy (%)")):
+        ax.set_xlabel("update step")
+        ax.set_ylabel(what)
+        ax.grid(alpha=0.3)
+    ax_test.legend(fontsize=8)
+    fig.suptitle(title or f"Trajectories (seed {seed})")
+    return _save(fig, path)

@@ -1,0 +1,132 @@
+"""Tables and figures of one experiment's sweep.
+
+    python -m gif_bench.report experiment=table1 [profile=cpu] [overrides ...] [--out DIR]
+
+Takes the same overrides as the sweep (``python -m gif_bench experiment=table1 ...``), works
+out every run that sweep launches, collects their rows from ``paths.root``, lists the cells
+that have no ``ok`` row (exit status 1 unless ``--allow-missing``), and writes
+``<name>.md`` / ``.csv`` / ``.tex`` and PNG figures to ``--out`` (default
+``<paths.root>/reports``). With the W&B logger the tables and figures are also logged, as a
+``wandb.Table`` and images, to a run of the experiment's group with job type ``report``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import sys
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from . import plots, results, storage, tables
+
+
+def _machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    return f"{platform.system()} {cpu}, {os.cpu_count()} CPU cores{gpu}; torch {torch.__version__}"
+
+
+def _header(name: str, overrides: list[str], rows: pd.DataFrame, grid: pd.DataFrame, iterate: str) -> str:
+    devices = ", ".join(sorted(set(rows["device"]))) if len(rows) else "–"
+    compute = pd.to_numeric(rows.get("total_seconds", pd.Series(dtype=float))).sum() / 60
+    return (
+        f"# {name}\n\n"
+        f"- sweep: `python -m gif_bench {' '.join(overrides)}`\n"
+        f"- table: `python -m gif_bench.report {' '.join(overrides)}`\n"
+        f"- {len(rows)} of {len(grid)} runs collected; iterate: {iterate} "
+        f"({'chosen on validation' if iterate == 'best' else 'the last step'}); mean ± std over seeds\n"
+        f"- runs on: {devices}; run time of the runs (training included): {compute:.1f} min\n"
+        f"- report made {dt.datetime.now().isoformat(timespec='seconds')} on {_machine()}\n\n"
+    )
+
+
+def _write_text(path: Path, text: str) -> Path:
+    def write(tmp: str) -> None:
+        Path(tmp).write_text(text)
+
+    return storage.write_atomic(path, write)
+
+
+def build(overrides: list[str], out: Path | None = None, iterate: str = "best") -> dict:
+    """Write the experiment's tables and figures; returns what was written and what is missing."""
+    grid = results.expected_grid(overrides)
+    cfg = results.compose(results.sweep_jobs(overrides)[0])  # paths, task and logger are not swept
+    name = str(grid["experiment"].iloc[0])
+    task = str(cfg.task.name)
+    rows, missing = results.match_grid(results.collect(cfg.paths.root, name), grid)
+    out = Path(out) if out is not None else Path(cfg.paths.root) / "reports"
+    written: dict[str, Path] = {}
+    header = _header(name, overrides, rows, grid, iterate)
+    if missing.empty:
+        gap = ""
+    else:
+        gap = f"**Incomplete: {len(missing)} runs missing**\n\n{missing.to_markdown(index=False)}\n\n"
+    if rows.empty:
+        return {"name": name, "written": written, "missing": missing, "table": None}
+
+    selector_study = rows.loc[rows["method"] == "gif", "selector"].nunique() > 1
+    if selector_study:
+        table = tables.selector_table(rows, iterate)
+        markdown = table.to_markdown(index=False, floatfmt=".2f")
+        latex = table.to_latex(index=False, float_format="%.2f")
+        written["figure"] = plots.selector_study(rows, out / f"{name}.png", iterate, title=f"{name}: test accuracy")
+    else:
+        table = tables.summarize(rows, task, iterate)
+        markdown = tables.to_markdown(table, task)
+        latex = tables.to_latex(table, task)
+        written["figure"] = plots.trajectories(rows, out / f"{name}-trajectories.png", title=f"{name}: trajectories")
+    written["markdown"] = _write_text(out / f"{name}.md", header + gap + markdown + "\n")
+    written["latex"] = _write_text(out / f"{name}.tex", latex)
+    written["csv"] = storage.write_atomic(out / f"{name}.csv", lambda tmp: table.to_csv(tmp, index=False))
+    _log_to_wandb(cfg, name, table, written)
+    return {"name": name, "written": written, "missing": missing, "table": table}
+
+
+def _log_to_wandb(cfg, name: str, table: pd.DataFrame, written: dict[str, Path]) -> None:
+    if cfg.logger.name != "wandb" or cfg.logger.mode == "disabled":
+        return
+    import wandb
+
+    root = Path(cfg.paths.root)
+    root.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("WANDB_SILENT", "true")
+    run = wandb.init(
+        project=cfg.logger.project,
+        entity=cfg.logger.entity,
+        mode=cfg.logger.mode,
+        dir=str(root),
+        group=name,
+        job_type="report",
+        name=f"{name}-report",
+        reinit="finish_previous",
+        settings=wandb.Settings(console="off", x_disable_stats=True),
+    )
+    run.log({"table": wandb.Table(dataframe=table.astype(object).where(table.notna(), None))})
+    run.log({"figure": wandb.Image(str(written["figure"]))})
+    run.finish()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gif_bench.report", description=__doc__.splitlines()[0])
+    parser.add_argument("overrides", nargs="+", help="the sweep's overrides, e.g. experiment=table1 profile=cpu")
+    parser.add_argument("--out", type=Path, default=None, help="folder for the files (default <paths.root>/reports)")
+    parser.add_argument("--iterate", choices=("best", "final"), default="best")
+    parser.add_argument("--allow-missing", action="store_true", help="exit 0 even if some runs have no row")
+    args = parser.parse_args(argv)
+    report = build(args.overrides, args.out, args.iterate)
+    for kind, path in report["written"].items():
+        print(f"{kind}: {path}")
+    if not report["missing"].empty:
+        print(f"{report['name']}: {len(report['missing'])} runs missing:", file=sys.stderr)
+        print(report["missing"].to_string(index=False), file=sys.stderr)
+        return 0 if args.allow_missing else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""Result rows → the paper's tables: mean ± std over seeds, the model before the edit and the
+retrained model as reference rows, the best method per column marked.
+
+Each column has a direction (``max``: higher is better, ``min``: lower is better); for losses
+on the edited data, higher is better (the retrained model never saw those examples).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+# (metric, better) per task, in the paper's column order
+COLUMNS = {
+    "class_removal": (
+        ("test_acc", "max"),
+        ("test_loss", "min"),
+        ("self_acc", "min"),
+        ("self_loss", "max"),
+        ("forget_test_acc", "min"),
+        ("f1", "max"),
+        ("gap_to_retrain", "min"),
+    ),
+    "label_change": (
+        ("test_acc", "max"),
+        ("changed_new_acc", "max"),
+        ("changed_old_acc", "min"),
+        ("f1", "max"),
+        ("gap_to_retrain", "min"),
+    ),
+    "backdoor": (
+        ("clean_acc", "max"),
+        ("relabel_acc", "max"),
+        ("attack_success", "min"),
+        ("corrupt_acc", "min"),
+        ("gap_to_retrain", "min"),
+    ),
+}
+METHOD_ORDER = ("gif", "freezing", "projecting", "koh", "second_order")
+LABELS = {
+    "before": "before the edit",
+    "gif": "GIF",
+    "freezing": "Freezing",
+    "projecting": "Projecting",
+    "koh": "Koh & Liang IF",
+    "second_order": "Second-order IF",
+    "retrain": "retrain from scratch",
+}
+
+
+def summarize(rows: pd.DataFrame, task: str, iterate: str = "best") -> pd.DataFrame:
+    """One line per (method, selector, MR): ``<metric>_mean``, ``<metric>_std``, ``seeds``;
+    a ``before`` line first and the ``retrain`` line last; ``best`` lists the metrics whose best
+    value (among the edit methods) that line holds.
+
+    ``iterate``: ``best`` (the iterate chosen on validation, the paper's protocol) or
+    ``final`` (the last one).
+    """
+    metrics = [m for m, _ in COLUMNS[task]]
+    prefix = {"best": "best_", "final": ""}[iterate]
+    edits = rows[rows["method"] != "retrain"]
+    per_seed = {
+        # every row of one seed starts from the same model: one value per seed
+        "before": rows.groupby("seed").first(),
+        "retrain": rows.groupby("seed").first(),
+    }
+    lines = [_line("before", "", math.nan, per_seed["before"], metrics, "before_")]
+    for (method, selector, mr), group in edits.groupby(["method", "selector", "mr"], sort=False):
+        lines.append(_line(method, selector, mr, group, metrics, prefix))
+    lines.append(_line("retrain", "", math.nan, per_seed["retrain"], metrics, "retrain_"))
+    table = pd.DataFrame(lines)
+    order = {m: i for i, m in enumerate(("before", *METHOD_ORDER, "retrain"))}
+    table = table.sort_values(["method", "selector", "mr"], key=lambda c: c.map(order) if c.name == "method" else c)
+    table = table.reset_index(drop=True)
+    table["best"] = _best(table, COLUMNS[task])
+    return table
+
+
+def _line(method: str, selector: str, mr: float, group: pd.DataFrame, metrics, prefix: str) -> dict:
+    line = {"method": method, "selector": selector, "mr": mr, "seeds": len(group)}
+    for m in metrics:
+        # the gap of the best iterate has its own field; before/retrain have none
+        source = {"best_": "best_gap_to_retrain", "": "gap_to_retrain"}.get(prefix) if m == "gap_to_retrain" else None
+        col = source or f"{prefix}{m}"
+        values = pd.to_numeric(group[col], errors="coerce") if col in group else pd.Series(dtype=float)
+        if method == "retrain" and m == "gap_to_retrain":
+            values = pd.Series([0.0] * len(group))
+        line[f"{m}_mean"] = values.mean() if len(values) else math.nan
+        line[f"{m}_std"] = values.std(ddof=1) if len(values) > 1 else math.nan
+    return line
+
+
+def _best(table: pd.DataFrame, columns) -> list[str]:
+    edits = table["method"].isin(METHOD_ORDER)
+    marks: list[list[str]] = [[] for _ in range(len(table))]
+    for metric, better in columns:
+        values = table.loc[edits, f"{metric}_mean"].dropna()
+        if values.empty:
+            continue
+        target = values.max() if better == "max" else values.min()
+        for i in values.index[values == target]:
+            marks[i].append(metric)
+    return [",".join(m) for m in marks]
+
+
+def _cell(mean: float, std: float, digits: int) -> str:
+    if math.isnan(mean):
+        return "–"
+    return f"{mean:.{digits}f}" if math.isnan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _digits(metric: str) -> int:
+    return 3 if metric.endswith("loss") or metric == "f1" else 2
+
+
+def _label(line: pd.Series) -> tuple[str, str]:
+    name = LABELS.get(line["method"], line["method"])
+    mr = "–" if math.isnan(line["mr"]) else f"{100 * line['mr']:g} %"
+    return name, mr
+
+
+def formatted(table: pd.DataFrame, task: str, bold: tuple[str, str]) -> pd.DataFrame:
+    """The table as strings: 'mean ± std' cells, the best wrapped in ``bold`` (open, close)."""
+    out = []
+    for _, line in table.iterrows():
+        name, mr = _label(line)
+        cells = {"method": name, "MR": mr, "seeds": str(line["seeds"])}
+        best = set(filter(None, line["best"].split(",")))
+        for metric, better in COLUMNS[task]:
+            text = _cell(line[f"{metric}_mean"], line[f"{metric}_std"], _digits(metric))
+            arrow = "↑" if better == "max" else "↓"
+            cells[f"{metric} {arrow}"] = f"{bold[0]}{text}{bold[1]}" if metric in best else text
+        out.append(cells)
+    return pd.DataFrame(out)
+
+
+def to_markdown(table: pd.DataFrame, task: str) -> str:
+    return formatted(table, task, ("**", "**")).to_markdown(index=False)
+
+
+def to_latex(table: pd.DataFrame, task: str) -> str:
+    text = formatted(table, task, (r"\textbf{", "}"))
+    text = text.map(lambda s: s.replace("±", r"$\pm$").replace("%", r"\%").replace("&", r"\&"))
+    text.columns = [
+        c.replace("_", r"\_").replace("↑", r"$\uparrow$").replace("↓", r"$\downarrow$") for c in text.columns
+    ]
+    return text.to_latex(index=False, escape=False, column_format="ll" + "r" * (len(text.columns) - 2))
+
+
+def selector_table(rows: pd.DataFrame, iterate: str = "best", metric: str = "test_acc") -> pd.DataFrame:
+    """Figure 3 as a table: one line per selector, one column per MR (%), mean of ``metric``
+    over seeds. The MR-100 % run (selector ``all``: every selector's choice) fills every line."""
+    col = {"best": f"best_{metric}", "final": metric}[iterate]
+    edits = rows[rows["method"] == "gif"].assign(value=lambda d: pd.to_numeric(d[col], errors="coerce"))
+    full = edits[edits["selector"] == "all"]
+    parts = edits[edits["selector"] != "all"]
+    table = parts.pivot_table(index="selector", columns="mr", values="value", aggfunc="mean")
+    for mr, value in full.groupby("mr")["value"].mean().items():
+        table[mr] = value
+    table.columns = [f"{100 * mr:g} %" for mr in table.columns]
+    return table.reset_index()

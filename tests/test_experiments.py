@@ -1,0 +1,148 @@
+"""The paper's experiments: their sweeps compose in both profiles, and a sweep's rows become tables,
+figures and a W&B table, with missing runs listed."""
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+from conftest import ROOT, TINY, run_cli
+
+from gif_bench import results, tables
+
+PARTIAL = ("gif", "freezing", "projecting")
+WHOLE = ("koh", "second_order", "retrain")  # every parameter: one run per seed, whatever the MR
+
+
+def _cells(grid: pd.DataFrame) -> set[tuple]:
+    return set(zip(grid["method"], grid["mr"], grid["selector"], grid["seed"]))
+
+
+@pytest.mark.parametrize(
+    "profile, seeds, dataset, model, width",
+    [("paper", (0, 1, 2), "cifar10", "vgg11", 1.0), ("cpu", (0, 1), "digits", "vgg11", 0.25)],
+)
+def test_table1_sweeps_every_method_mr_and_seed(profile, seeds, dataset, model, width):
+    grid = results.expected_grid(["experiment=table1", f"profile={profile}"])
+    expected = {(m, mr, "highest_k_outputs", s) for m in PARTIAL for mr in (0.05, 0.15, 0.3) for s in seeds}
+    expected |= {(m, 1.0, "all", s) for m in WHOLE for s in seeds}
+    assert _cells(grid) == expected and len(grid) == 12 * len(seeds)
+    assert set(grid["experiment"]) == {f"table1-{profile}"}
+    cfg = results.compose(["experiment=table1", f"profile={profile}", "mr=0.05", "method=gif", "seed=0"])
+    assert (cfg.dataset.name, cfg.model.name, cfg.model.width, cfg.task.name) == (
+        dataset,
+        model,
+        width,
+        "class_removal",
+    )
+    assert cfg["update"].rate == 0.06 and cfg.task.stop_self_acc == 0.1
+
+
+def test_the_paper_profile_composes_every_experiment_with_its_grid():
+    sizes = {}
+    for experiment in ("table1", "fig3", "table2", "label_change"):
+        sizes[experiment] = len(results.expected_grid([f"experiment={experiment}", "profile=paper"]))
+    # fig3: 5 selectors x 5 MRs below 100 % + the one MR-100 % run, per seed; the tables: every
+    # partial method per MR + IF, second-order and retraining once, per seed; 3 seeds
+    assert sizes == {"table1": 36, "fig3": 78, "table2": 18, "label_change": 18}
+    cfg = results.compose(["experiment=table2", "method=gif", "mr=0.05", "seed=0"])
+    assert (cfg.dataset.name, cfg.model.name, cfg.train.name, cfg.train.epochs) == ("mnist", "small_cnn", "mnist", 25)
+    assert list(cfg.train.milestones) == [12, 18] and cfg.train.lr == 0.1 and cfg["update"].rate == 0.3
+    assert cfg.hessian.samples == 2048 and cfg.task.name == "backdoor" and cfg.selector.name == "highest_k_outputs"
+    cfg = results.compose(["experiment=fig3", "selector=random", "mr=0.02", "seed=0"])
+    assert (cfg.dataset.name, cfg.model.width, cfg.method.name, cfg.task.stop_self_acc) == ("cifar10", 1.0, "gif", 0.4)
+    cpu = results.compose(["experiment=table2", "profile=cpu", "method=gif", "mr=0.05", "seed=0"])
+    assert (cpu.dataset.name, cpu.model.name, cpu.train.name, cpu.device) == ("digits", "small_cnn", "fast", "cpu")
+
+
+def test_the_command_line_narrows_an_experiments_sweep():
+    grid = results.expected_grid(["experiment=table1", "profile=cpu", "seed=1", "method=gif,koh"])
+    assert _cells(grid) == {("gif", mr, "highest_k_outputs", 1) for mr in (0.05, 0.15, 0.3)} | {("koh", 1.0, "all", 1)}
+
+
+def _row(method, mr, seed, **metrics):
+    base = {"method": method, "mr": mr, "seed": seed, "selector": "s", "status": "ok", "run_id": f"{method}{mr}{seed}"}
+    for prefix in ("before_", "retrain_"):
+        base.update({f"{prefix}test_acc": 90.0 + seed, f"{prefix}self_acc": 100.0 if prefix == "before_" else 0.0})
+    return {**base, **metrics}
+
+
+def test_summarize_gives_mean_and_std_over_seeds_with_reference_lines_and_the_best_marked():
+    rows = pd.DataFrame(
+        [
+            _row("gif", 0.05, 0, best_test_acc=90.0, best_self_acc=1.0, best_gap_to_retrain=2.0),
+            _row("gif", 0.05, 1, best_test_acc=92.0, best_self_acc=3.0, best_gap_to_retrain=4.0),
+            _row("koh", 1.0, 0, best_test_acc=95.0, best_self_acc=9.0, best_gap_to_retrain=8.0),
+            _row("koh", 1.0, 1, best_test_acc=95.0, best_self_acc=11.0, best_gap_to_retrain=8.0),
+            _row("retrain", 1.0, 0),
+        ]
+    )
+    table = tables.summarize(rows, "class_removal", iterate="best")
+    assert list(table["method"]) == ["before", "gif", "koh", "retrain"]
+    gif = table[table["method"] == "gif"].iloc[0]
+    assert gif["test_acc_mean"] == 91.0 and gif["test_acc_std"] == pytest.approx(2**0.5) and gif["seeds"] == 2
+    assert gif["self_acc_mean"] == 2.0 and gif["best"] == "self_acc,gap_to_retrain"
+    assert table[table["method"] == "koh"].iloc[0]["best"] == "test_acc"
+    before, retrain = table.iloc[0], table.iloc[-1]
+    assert before["test_acc_mean"] == 90.5 and before["self_acc_mean"] == 100.0 and before["best"] == ""
+    assert retrain["self_acc_mean"] == 0.0 and retrain["gap_to_retrain_mean"] == 0.0
+    markdown = tables.to_markdown(table, "class_removal")
+    assert "**95.00 ± 0.00**" in markdown and "91.00 ± 1.41" in markdown and "**2.00 ± 1.41**" in markdown
+    assert r"\textbf{95.00 $\pm$ 0.00}" in tables.to_latex(table, "class_removal")
+
+
+def test_the_selector_table_puts_the_full_run_in_every_line():
+    rows = pd.DataFrame(
+        [
+            {"method": "gif", "selector": "random", "mr": 0.05, "best_test_acc": 80.0},
+            {"method": "gif", "selector": "random", "mr": 0.05, "best_test_acc": 82.0},
+            {"method": "gif", "selector": "highest_k_outputs", "mr": 0.05, "best_test_acc": 90.0},
+            {"method": "gif", "selector": "all", "mr": 1.0, "best_test_acc": 70.0},
+        ]
+    )
+    table = tables.selector_table(rows).set_index("selector")
+    assert table.loc["random", "5 %"] == 81.0 and table.loc["highest_k_outputs", "5 %"] == 90.0
+    assert list(table["100 %"]) == [70.0, 70.0]
+
+
+def _report(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "gif_bench.report", *args], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_a_sweep_of_an_experiment_becomes_tables_figures_and_a_wandb_table(tmp_path):
+    sweep = [
+        "experiment=table1",
+        "profile=cpu",
+        *TINY,
+        f"paths.root={tmp_path}",
+        "seed=0",
+        "mr=0.05",
+        "method=gif,koh,retrain",
+    ]
+    proc = run_cli(*sweep)  # the experiment is a multirun by itself: no -m
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [json.loads(p.read_text()) for p in (tmp_path / "results" / "table1-cpu").glob("*.json")]
+    assert sorted((r["method"], r["mr"]) for r in rows) == [("gif", 0.05), ("koh", 1.0), ("retrain", 1.0)]
+
+    out = tmp_path / "report"
+    done = _report(*sweep, "logger=wandb", "logger.mode=offline", "--out", str(out))
+    assert done.returncode == 0, done.stderr[-2000:]
+    for name in ("table1-cpu.md", "table1-cpu.csv", "table1-cpu.tex", "table1-cpu-trajectories.png"):
+        assert (out / name).stat().st_size > 0, name
+    table = pd.read_csv(out / "table1-cpu.csv")
+    assert list(table["method"]) == ["before", "gif", "koh", "retrain"]
+    markdown = (out / "table1-cpu.md").read_text()
+    assert "3 of 3 runs collected" in markdown and "Koh & Liang IF" in markdown and "Incomplete" not in markdown
+    tables_logged = list((tmp_path / "wandb").rglob("*.table.json"))
+    assert len(tables_logged) == 1 and len(json.loads(tables_logged[0].read_text())["data"]) == 4
+
+    koh = next(
+        p for p in (tmp_path / "results" / "table1-cpu").glob("*.json") if json.loads(p.read_text())["method"] == "koh"
+    )
+    koh.unlink()
+    incomplete = _report(*sweep, "--out", str(out))
+    assert incomplete.returncode == 1 and "1 runs missing" in incomplete.stderr and "koh" in incomplete.stderr
+    assert "Incomplete: 1 runs missing" in (out / "table1-cpu.md").read_text()
