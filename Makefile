@@ -26,9 +26,10 @@ bench:           ## performance suite -> BENCHMARKS.md
 reproduce-tables:  ## every experiment's sweep, then its tables and figures -> $(REPORT_DIR) (PROFILE=cpu: digits, 2 CPU cores)
 	@set -e; start=$$(date +%s); \
 	for e in $(EXPERIMENTS); do $(PYTHON) -m gif_bench experiment=$$e profile=$(PROFILE) $(ARGS); done; \
-	for e in $(EXPERIMENTS); do $(PYTHON) -m gif_bench.report experiment=$$e profile=$(PROFILE) $(ARGS) --out $(REPORT_DIR); done; \
+	missing=0; \
+	for e in $(EXPERIMENTS); do \
+	  $(PYTHON) -m gif_bench.report experiment=$$e profile=$(PROFILE) $(ARGS) --out $(REPORT_DIR) || missing=1; done; \
 	took=$$(( $$(date +%s) - start )); \
-	printf '%s\n' "make reproduce-tables PROFILE=$(PROFILE) $(ARGS): $$took s, finished $$(date -u +%FT%TZ)" \
-	  "machine: $$(uname -srm), $$(nproc) cores, $$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')" \
-	  > $(REPORT_DIR)/reproduce.log; \
-	cat $(REPORT_DIR)/reproduce.log
+	echo "make reproduce-tables PROFILE=$(PROFILE): $$took s, finished $$(date -u +%FT%TZ)" > $(REPORT_DIR)/reproduce.log; \
+	$(PYTHON) -c "from gif_bench.report import _machine; print('machine:', _machine())" >> $(REPORT_DIR)/reproduce.log; \
+	cat $(REPORT_DIR)/reproduce.log; exit $$missing

@@ -144,5 +144,48 @@ def test_a_sweep_of_an_experiment_becomes_tables_figures_and_a_wandb_table(tmp_p
     )
     koh.unlink()
     incomplete = _report(*sweep, "--out", str(out))
-    assert incomplete.returncode == 1 and "1 runs missing" in incomplete.stderr and "koh" in incomplete.stderr
-    assert "Incomplete: 1 runs missing" in (out / "table1-cpu.md").read_text()
+    assert incomplete.returncode == 1 and "1 run missing" in incomplete.stderr and "koh" in incomplete.stderr
+    assert "Incomplete: 1 run missing" in (out / "table1-cpu.md").read_text()
+
+
+def test_runs_that_ignore_the_mask_are_recorded_as_what_they_compute(make_cfg):
+    from gif_bench.config import canonicalize
+
+    for method in ("koh", "second_order", "retrain"):
+        cfg = canonicalize(make_cfg(f"method={method}", "mr=0.05", "selector=random"))
+        assert (cfg.mr, cfg.selector.name) == (1.0, "all")
+    cfg = canonicalize(make_cfg("method=gif", "mr=1.0", "selector=lowest_k_outputs"))
+    assert (cfg.mr, cfg.selector.name) == (1.0, "all")
+    cfg = canonicalize(make_cfg("method=gif", "mr=0.05", "selector=random"))
+    assert (cfg.mr, cfg.selector.name) == (0.05, "random")
+
+
+def test_a_run_made_on_two_devices_counts_once():
+    grid = pd.DataFrame([{"method": "gif", "mr": 0.05, "selector": "s", "seed": 0, "run_ids": ["here", "gpu"]}])
+    rows = pd.DataFrame(
+        [
+            {"run_id": "gpu", "status": "ok", "test_acc": 1.0},
+            {"run_id": "here", "status": "ok", "test_acc": 2.0},
+            {"run_id": "other", "status": "ok", "test_acc": 3.0},
+        ]
+    )
+    chosen, missing = results.match_grid(rows, grid)
+    assert list(chosen["test_acc"]) == [2.0] and missing.empty
+    chosen, missing = results.match_grid(rows[rows["run_id"] == "other"], grid)
+    assert chosen.empty and list(missing["method"]) == ["gif"]
+
+
+def test_the_selector_study_becomes_a_figure_and_an_escaped_latex_table(tmp_path):
+    sweep = ["experiment=fig3", "profile=cpu", *TINY, f"paths.root={tmp_path}", "seed=0", "mr=0.05,1.0"]
+    sweep.append("selector=random,highest_k_outputs")
+    proc = run_cli(*sweep)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = tmp_path / "report"
+    done = _report(*sweep, "--out", str(out))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (out / "fig3-cpu.png").stat().st_size > 0
+    table = pd.read_csv(out / "fig3-cpu.csv").set_index("selector")
+    assert list(table.columns) == ["5 %", "100 %"] and table["100 %"].nunique() == 1  # one MR-100 % run
+    latex = (out / "fig3-cpu.tex").read_text()
+    assert r"5 \%" in latex and "Highest-k outputs" in latex and "_" not in latex
+    assert "3 of 3 runs collected" in (out / "fig3-cpu.md").read_text()

@@ -11,15 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from . import storage  # noqa: E402
-from .tables import LABELS, METHOD_ORDER  # noqa: E402
-
-SELECTOR_LABELS = {
-    "highest_k_outputs": "Highest-k outputs",
-    "highest_k_gradients": "Highest-k gradients",
-    "lowest_k_outputs": "Lowest-k outputs",
-    "lowest_k_gradients": "Lowest-k gradients",
-    "random": "Random",
-}
+from .tables import LABELS, METHOD_ORDER, SELECTOR_LABELS  # noqa: E402
 
 
 def _save(fig, path: Path) -> Path:
@@ -41,9 +33,9 @@ def selector_study(rows: pd.DataFrame, path: Path, iterate: str = "best", title:
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for selector, label in SELECTOR_LABELS.items():
         stats = gif[gif["selector"] == selector].groupby("mr")["value"].agg(["mean", "std"])
-        stats = pd.concat([stats, full]).sort_index()
         if stats.empty:
             continue
+        stats = pd.concat([stats, full]).sort_index()
         x = 100 * stats.index.to_numpy()
         ax.plot(x, stats["mean"], marker="o", label=label)
         ax.fill_between(x, stats["mean"] - stats["std"].fillna(0), stats["mean"] + stats["std"].fillna(0), alpha=0.15)

@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from . import plots, results, storage, tables
+from . import plots, results, storage, tables, tracking
 
 
 def _machine() -> str:
@@ -38,11 +38,15 @@ def _header(name: str, overrides: list[str], rows: pd.DataFrame, grid: pd.DataFr
         f"# {name}\n\n"
         f"- sweep: `python -m gif_bench {' '.join(overrides)}`\n"
         f"- table: `python -m gif_bench.report {' '.join(overrides)}`\n"
-        f"- {len(rows)} of {len(grid)} runs collected; iterate: {iterate} "
+        f"- {len(rows)} of {_runs(len(grid))} collected; iterate: {iterate} "
         f"({'chosen on validation' if iterate == 'best' else 'the last step'}); mean ± std over seeds\n"
         f"- runs on: {devices}; run time of the runs (training included): {compute:.1f} min\n"
         f"- report made {dt.datetime.now().isoformat(timespec='seconds')} on {_machine()}\n\n"
     )
+
+
+def _runs(n: int) -> str:
+    return f"{n} run" if n == 1 else f"{n} runs"
 
 
 def _write_text(path: Path, text: str) -> Path:
@@ -65,15 +69,14 @@ def build(overrides: list[str], out: Path | None = None, iterate: str = "best") 
     if missing.empty:
         gap = ""
     else:
-        gap = f"**Incomplete: {len(missing)} runs missing**\n\n{missing.to_markdown(index=False)}\n\n"
+        gap = f"**Incomplete: {_runs(len(missing))} missing**\n\n{missing.to_markdown(index=False)}\n\n"
     if rows.empty:
         return {"name": name, "written": written, "missing": missing, "table": None}
 
-    selector_study = rows.loc[rows["method"] == "gif", "selector"].nunique() > 1
-    if selector_study:
+    if grid.loc[grid["selector"] != "all", "selector"].nunique() > 1:  # the sweep compares selectors
         table = tables.selector_table(rows, iterate)
         markdown = table.to_markdown(index=False, floatfmt=".2f")
-        latex = table.to_latex(index=False, float_format="%.2f")
+        latex = tables.selector_table_latex(table)
         written["figure"] = plots.selector_study(rows, out / f"{name}.png", iterate, title=f"{name}: test accuracy")
     else:
         table = tables.summarize(rows, task, iterate)
@@ -92,20 +95,7 @@ def _log_to_wandb(cfg, name: str, table: pd.DataFrame, written: dict[str, Path])
         return
     import wandb
 
-    root = Path(cfg.paths.root)
-    root.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("WANDB_SILENT", "true")
-    run = wandb.init(
-        project=cfg.logger.project,
-        entity=cfg.logger.entity,
-        mode=cfg.logger.mode,
-        dir=str(root),
-        group=name,
-        job_type="report",
-        name=f"{name}-report",
-        reinit="finish_previous",
-        settings=wandb.Settings(console="off", x_disable_stats=True),
-    )
+    run = tracking.init_wandb(cfg, Path(cfg.paths.root), job_type="report", name=f"{name}-report")
     run.log({"table": wandb.Table(dataframe=table.astype(object).where(table.notna(), None))})
     run.log({"figure": wandb.Image(str(written["figure"]))})
     run.finish()
@@ -122,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     for kind, path in report["written"].items():
         print(f"{kind}: {path}")
     if not report["missing"].empty:
-        print(f"{report['name']}: {len(report['missing'])} runs missing:", file=sys.stderr)
+        print(f"{report['name']}: {_runs(len(report['missing']))} missing:", file=sys.stderr)
         print(report["missing"].to_string(index=False), file=sys.stderr)
         return 0 if args.allow_missing else 1
     return 0

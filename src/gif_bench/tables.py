@@ -38,6 +38,13 @@ COLUMNS = {
     ),
 }
 METHOD_ORDER = ("gif", "freezing", "projecting", "koh", "second_order")
+SELECTOR_LABELS = {
+    "highest_k_outputs": "Highest-k outputs",
+    "highest_k_gradients": "Highest-k gradients",
+    "lowest_k_outputs": "Lowest-k outputs",
+    "lowest_k_gradients": "Lowest-k gradients",
+    "random": "Random",
+}
 LABELS = {
     "before": "before the edit",
     "gif": "GIF",
@@ -60,15 +67,11 @@ def summarize(rows: pd.DataFrame, task: str, iterate: str = "best") -> pd.DataFr
     metrics = [m for m, _ in COLUMNS[task]]
     prefix = {"best": "best_", "final": ""}[iterate]
     edits = rows[rows["method"] != "retrain"]
-    per_seed = {
-        # every row of one seed starts from the same model: one value per seed
-        "before": rows.groupby("seed").first(),
-        "retrain": rows.groupby("seed").first(),
-    }
-    lines = [_line("before", "", math.nan, per_seed["before"], metrics, "before_")]
+    per_seed = rows.groupby("seed").first()  # every row of a seed has the same before_ and retrain_
+    lines = [_line("before", "", math.nan, per_seed, metrics, "before_")]
     for (method, selector, mr), group in edits.groupby(["method", "selector", "mr"], sort=False):
         lines.append(_line(method, selector, mr, group, metrics, prefix))
-    lines.append(_line("retrain", "", math.nan, per_seed["retrain"], metrics, "retrain_"))
+    lines.append(_line("retrain", "", math.nan, per_seed, metrics, "retrain_"))
     table = pd.DataFrame(lines)
     order = {m: i for i, m in enumerate(("before", *METHOD_ORDER, "retrain"))}
     table = table.sort_values(["method", "selector", "mr"], key=lambda c: c.map(order) if c.name == "method" else c)
@@ -139,13 +142,28 @@ def to_markdown(table: pd.DataFrame, task: str) -> str:
     return formatted(table, task, ("**", "**")).to_markdown(index=False)
 
 
+_TEX = (("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("±", r"$\pm$"), ("↑", r"$\uparrow$"), ("↓", r"$\downarrow$"))
+
+
+def _tex(text: str) -> str:
+    for plain, tex in _TEX:
+        text = text.replace(plain, tex)
+    return text
+
+
 def to_latex(table: pd.DataFrame, task: str) -> str:
-    text = formatted(table, task, (r"\textbf{", "}"))
-    text = text.map(lambda s: s.replace("±", r"$\pm$").replace("%", r"\%").replace("&", r"\&"))
-    text.columns = [
-        c.replace("_", r"\_").replace("↑", r"$\uparrow$").replace("↓", r"$\downarrow$") for c in text.columns
-    ]
+    text = formatted(table, task, ("\x00", "\x01")).map(_tex)  # markers for the bold survive the escaping
+    text = text.map(lambda s: s.replace("\x00", r"\textbf{").replace("\x01", "}"))
+    text.columns = [_tex(c) for c in text.columns]
     return text.to_latex(index=False, escape=False, column_format="ll" + "r" * (len(text.columns) - 2))
+
+
+def selector_table_latex(table: pd.DataFrame) -> str:
+    """:func:`selector_table` as LaTeX, the selectors by name."""
+    text = table.assign(selector=table["selector"].map(lambda s: SELECTOR_LABELS.get(s, s)))
+    text = text.map(lambda v: f"{v:.2f}" if isinstance(v, float) else _tex(str(v)))
+    text.columns = [_tex(c) for c in text.columns]
+    return text.to_latex(index=False, escape=False, column_format="l" + "r" * (len(text.columns) - 1))
 
 
 def selector_table(rows: pd.DataFrame, iterate: str = "best", metric: str = "test_acc") -> pd.DataFrame:

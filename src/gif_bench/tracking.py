@@ -9,6 +9,26 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 
+def init_wandb(cfg: DictConfig, root: Path, **kwargs: Any):
+    """A W&B run with ``cfg.logger``'s project, entity, mode and tags, under ``root``, in the
+    experiment's group (``cfg.name``); ``kwargs`` go to ``wandb.init``."""
+    import wandb
+
+    root.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("WANDB_SILENT", "true")
+    return wandb.init(
+        project=cfg.logger.project,
+        entity=cfg.logger.entity,
+        mode=cfg.logger.mode,
+        dir=str(root),
+        group=str(cfg.name),
+        tags=list(cfg.logger.tags),
+        reinit="finish_previous",
+        settings=wandb.Settings(console="off", x_disable_stats=True),
+        **kwargs,
+    )
+
+
 class NullTracker:
     run_id: str | None = None
 
@@ -26,22 +46,12 @@ class WandbTracker(NullTracker):
     """A W&B run whose config is the resolved Hydra config and whose summary is the result row."""
 
     def __init__(self, cfg: DictConfig, root: Path) -> None:
-        import wandb
-
-        root.mkdir(parents=True, exist_ok=True)
-        os.environ.setdefault("WANDB_SILENT", "true")
-        self._run = wandb.init(
-            project=cfg.logger.project,
-            entity=cfg.logger.entity,
-            mode=cfg.logger.mode,
-            dir=str(root),
+        self._run = init_wandb(
+            cfg,
+            root,
             config=OmegaConf.to_container(cfg, resolve=True),
-            group=cfg.name,
             job_type=cfg.method.name,
             name=f"{cfg.task.name}-{cfg.method.name}-{cfg.selector.name}-mr{cfg.mr}-s{cfg.seed}",
-            tags=list(cfg.logger.tags),
-            reinit="finish_previous",
-            settings=wandb.Settings(console="off", x_disable_stats=True),
         )
         self.run_id = self._run.id
 
