@@ -189,3 +189,12 @@ def test_the_selector_study_becomes_a_figure_and_an_escaped_latex_table(tmp_path
     latex = (out / "fig3-cpu.tex").read_text()
     assert r"5 \%" in latex and "Highest-k outputs" in latex and "_" not in latex
     assert "3 of 3 runs collected" in (out / "fig3-cpu.md").read_text()
+
+
+def test_a_bad_report_request_is_one_line():
+    for args, says in (
+        (["experiment=nope"], "Could not find 'experiment/nope' Available options in 'experiment': fig3"),
+        (["experiment=table1", "profile=cpu", "solver=cg,lissa"], "report one setting at a time"),
+    ):
+        proc = _report(*args)
+        assert proc.returncode == 2 and says in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

@@ -108,7 +108,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iterate", choices=("best", "final"), default="best")
     parser.add_argument("--allow-missing", action="store_true", help="exit 0 even if some runs have no row")
     args = parser.parse_args(argv)
-    report = build(args.overrides, args.out, args.iterate)
+    from hydra.errors import HydraException
+
+    try:
+        report = build(args.overrides, args.out, args.iterate)
+    except (HydraException, ValueError) as err:  # a bad override or sweep: one line, as the runs do
+        message = " ".join(str(err).split("Config search path")[0].split())
+        print(f"gif-bench report: error: {message}", file=sys.stderr)
+        return 2
     for kind, path in report["written"].items():
         print(f"{kind}: {path}")
     if not report["missing"].empty:
