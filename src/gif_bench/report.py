@@ -75,7 +75,7 @@ def build(overrides: list[str], out: Path | None = None, iterate: str = "best") 
 
     if grid.loc[grid["selector"] != "all", "selector"].nunique() > 1:  # the sweep compares selectors
         table = tables.selector_table(rows, iterate)
-        markdown = table.to_markdown(index=False, floatfmt=".2f")
+        markdown = tables.selector_table_markdown(table)
         latex = tables.selector_table_latex(table)
         written["figure"] = plots.selector_study(rows, out / f"{name}.png", iterate, title=f"{name}: test accuracy")
     else:

@@ -158,10 +158,18 @@ def to_latex(table: pd.DataFrame, task: str) -> str:
     return text.to_latex(index=False, escape=False, column_format="ll" + "r" * (len(text.columns) - 2))
 
 
+def _named(table: pd.DataFrame) -> pd.DataFrame:
+    return table.assign(selector=table["selector"].map(lambda s: SELECTOR_LABELS.get(s, s)))
+
+
+def selector_table_markdown(table: pd.DataFrame) -> str:
+    """:func:`selector_table` as Markdown, the selectors by name."""
+    return _named(table).to_markdown(index=False, floatfmt=".2f")
+
+
 def selector_table_latex(table: pd.DataFrame) -> str:
     """:func:`selector_table` as LaTeX, the selectors by name."""
-    text = table.assign(selector=table["selector"].map(lambda s: SELECTOR_LABELS.get(s, s)))
-    text = text.map(lambda v: f"{v:.2f}" if isinstance(v, float) else _tex(str(v)))
+    text = _named(table).map(lambda v: f"{v:.2f}" if isinstance(v, float) else _tex(str(v)))
     text.columns = [_tex(c) for c in text.columns]
     return text.to_latex(index=False, escape=False, column_format="l" + "r" * (len(text.columns) - 1))
 
