@@ -167,3 +167,11 @@ def test_launcher_group_picks_hydras_launcher(launcher, target):
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         cfg = compose("config", overrides=[f"launcher={launcher}"], return_hydra_config=True)
     assert cfg.hydra.launcher._target_ == target
+
+
+def test_a_refused_sweep_leaves_no_folder_behind(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    proc = run_cli("experiment=table1", "profile=cpu", *TINY, f"paths.root={root}", "mr=2", "seed=0")
+    assert proc.returncode == 2 and proc.stderr.strip().endswith("mr=2: must be a number in (0, 1]")
+    assert list(root.rglob("*")) == []

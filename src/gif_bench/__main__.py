@@ -19,7 +19,8 @@ def _discard_run_dir(root: Path) -> None:
     """Remove this job's Hydra output folder if it holds nothing but Hydra's own files.
 
     A refused run must leave nothing behind; Hydra creates the folder before the job starts.
-    Empty folders Hydra made on the way are removed too, up to (not including) ``root``.
+    Empty folders Hydra made on the way are removed too, up to (not including) ``root``, and so
+    is a sweep's folder that holds nothing but Hydra's ``multirun.yaml``.
     """
     try:
         out = Path(HydraConfig.get().runtime.output_dir).resolve()
@@ -32,6 +33,8 @@ def _discard_run_dir(root: Path) -> None:
     for parent in out.parents:
         if parent == root or root not in parent.parents:
             break
+        if {p.name for p in parent.iterdir()} == {"multirun.yaml"}:  # a sweep with no job left
+            (parent / "multirun.yaml").unlink()
         try:
             parent.rmdir()
         except OSError:
