@@ -46,15 +46,7 @@ def main() -> None:
     if df.empty:
         raise SystemExit(f"no result rows under {args.root}/results")
     shown = df[[c for c in COLUMNS if c in df.columns]].sort_values(["experiment", "task", "method", "mr", "seed"])
-    print(shown.to_markdown(index=False, floatfmt=".3g") if _has_tabulate() else shown.to_string(index=False))
-
-
-def _has_tabulate() -> bool:
-    try:
-        import tabulate  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    print(shown.to_markdown(index=False, floatfmt=".3g"))
 
 
 if __name__ == "__main__":

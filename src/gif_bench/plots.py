@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from . import storage  # noqa: E402
-from .tables import LABELS, METHOD_ORDER, SELECTOR_LABELS  # noqa: E402
+from .tables import LABELS, METHOD_ORDER, SELECTOR_LABELS, selector_stats  # noqa: E402
 
 
 def _save(fig, path: Path) -> Path:
@@ -27,18 +27,15 @@ def selector_study(rows: pd.DataFrame, path: Path, iterate: str = "best", title:
     """Figure 3: test accuracy against MR, one line per selector (mean over seeds, band = ±1 std);
     the MR-100 % run (every selector's choice) ends every line; dashed lines for the model
     before the edit and the retrained one."""
-    col = {"best": "best_test_acc", "final": "test_acc"}[iterate]
-    gif = rows[rows["method"] == "gif"].assign(value=lambda d: pd.to_numeric(d[col], errors="coerce"))
-    full = gif[gif["selector"] == "all"].groupby("mr")["value"].agg(["mean", "std"])
+    stats = selector_stats(rows, iterate)
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for selector, label in SELECTOR_LABELS.items():
-        stats = gif[gif["selector"] == selector].groupby("mr")["value"].agg(["mean", "std"])
-        if stats.empty:
+        line = stats[stats["selector"] == selector].sort_values("mr")
+        if line.empty:
             continue
-        stats = pd.concat([stats, full]).sort_index()
-        x = 100 * stats.index.to_numpy()
-        ax.plot(x, stats["mean"], marker="o", label=label)
-        ax.fill_between(x, stats["mean"] - stats["std"].fillna(0), stats["mean"] + stats["std"].fillna(0), alpha=0.15)
+        x, mean, std = 100 * line["mr"].to_numpy(), line["mean"], line["std"].fillna(0)
+        ax.plot(x, mean, marker="o", label=label)
+        ax.fill_between(x, mean - std, mean + std, alpha=0.15)
     for prefix, style, label in (("before_", ":", "before the edit"), ("retrain_", "--", "retrained")):
         ref = pd.to_numeric(rows[f"{prefix}test_acc"], errors="coerce").groupby(rows["seed"]).first().mean()
         ax.axhline(ref, color="grey", linestyle=style, linewidth=1, label=label)

@@ -25,7 +25,7 @@ import torch
 from . import plots, results, storage, tables, tracking
 
 
-def _machine() -> str:
+def machine() -> str:
     cpu = platform.processor() or platform.machine()
     gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
     return f"{platform.system()} {cpu}, {os.cpu_count()} CPU cores{gpu}; torch {torch.__version__}"
@@ -41,19 +41,12 @@ def _header(name: str, overrides: list[str], rows: pd.DataFrame, grid: pd.DataFr
         f"- {len(rows)} of {_runs(len(grid))} collected; iterate: {iterate} "
         f"({'chosen on validation' if iterate == 'best' else 'the last step'}); mean ± std over seeds\n"
         f"- runs on: {devices}; run time of the runs (training included): {compute:.1f} min\n"
-        f"- report made {dt.datetime.now().isoformat(timespec='seconds')} on {_machine()}\n\n"
+        f"- report made {dt.datetime.now().isoformat(timespec='seconds')} on {machine()}\n\n"
     )
 
 
 def _runs(n: int) -> str:
     return f"{n} run" if n == 1 else f"{n} runs"
-
-
-def _write_text(path: Path, text: str) -> Path:
-    def write(tmp: str) -> None:
-        Path(tmp).write_text(text)
-
-    return storage.write_atomic(path, write)
 
 
 def build(overrides: list[str], out: Path | None = None, iterate: str = "best") -> dict:
@@ -83,8 +76,8 @@ def build(overrides: list[str], out: Path | None = None, iterate: str = "best") 
         markdown = tables.to_markdown(table, task)
         latex = tables.to_latex(table, task)
         written["figure"] = plots.trajectories(rows, out / f"{name}-trajectories.png", title=f"{name}: trajectories")
-    written["markdown"] = _write_text(out / f"{name}.md", header + gap + markdown + "\n")
-    written["latex"] = _write_text(out / f"{name}.tex", latex)
+    written["markdown"] = storage.write_text(out / f"{name}.md", header + gap + markdown + "\n")
+    written["latex"] = storage.write_text(out / f"{name}.tex", latex)
     written["csv"] = storage.write_atomic(out / f"{name}.csv", lambda tmp: table.to_csv(tmp, index=False))
     _log_to_wandb(cfg, name, table, written)
     return {"name": name, "written": written, "missing": missing, "table": table}

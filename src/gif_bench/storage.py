@@ -45,6 +45,11 @@ def write_json(path: str | Path, obj: Any) -> Path:
     return write_atomic(path, write)
 
 
+def write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically."""
+    return write_atomic(path, lambda tmp: Path(tmp).write_text(text))
+
+
 def save_torch(path: str | Path, obj: Any) -> Path:
     """``torch.save`` to ``path`` atomically."""
     return write_atomic(path, lambda tmp: torch.save(obj, tmp))

@@ -83,9 +83,9 @@ def summarize(rows: pd.DataFrame, task: str, iterate: str = "best") -> pd.DataFr
 def _line(method: str, selector: str, mr: float, group: pd.DataFrame, metrics, prefix: str) -> dict:
     line = {"method": method, "selector": selector, "mr": mr, "seeds": len(group)}
     for m in metrics:
-        # the gap of the best iterate has its own field; before/retrain have none
-        source = {"best_": "best_gap_to_retrain", "": "gap_to_retrain"}.get(prefix) if m == "gap_to_retrain" else None
-        col = source or f"{prefix}{m}"
+        col = f"{prefix}{m}"
+        if m == "gap_to_retrain":  # best_gap_to_retrain / gap_to_retrain; the retrained model's is 0
+            col = {"best_": "best_gap_to_retrain", "": "gap_to_retrain"}.get(prefix, "")
         values = pd.to_numeric(group[col], errors="coerce") if col in group else pd.Series(dtype=float)
         if method == "retrain" and m == "gap_to_retrain":
             values = pd.Series([0.0] * len(group))
@@ -174,15 +174,20 @@ def selector_table_latex(table: pd.DataFrame) -> str:
     return text.to_latex(index=False, escape=False, column_format="l" + "r" * (len(text.columns) - 1))
 
 
-def selector_table(rows: pd.DataFrame, iterate: str = "best", metric: str = "test_acc") -> pd.DataFrame:
-    """Figure 3 as a table: one line per selector, one column per MR (%), mean of ``metric``
-    over seeds. The MR-100 % run (selector ``all``: every selector's choice) fills every line."""
+def selector_stats(rows: pd.DataFrame, iterate: str = "best", metric: str = "test_acc") -> pd.DataFrame:
+    """GIF's ``metric`` per (selector, MR): ``mean`` and ``std`` over seeds. The MR-100 % run
+    (selector ``all``, which is every selector's choice there) is repeated for each selector."""
     col = {"best": f"best_{metric}", "final": metric}[iterate]
-    edits = rows[rows["method"] == "gif"].assign(value=lambda d: pd.to_numeric(d[col], errors="coerce"))
-    full = edits[edits["selector"] == "all"]
-    parts = edits[edits["selector"] != "all"]
-    table = parts.pivot_table(index="selector", columns="mr", values="value", aggfunc="mean")
-    for mr, value in full.groupby("mr")["value"].mean().items():
-        table[mr] = value
+    gif = rows[rows["method"] == "gif"].assign(value=lambda d: pd.to_numeric(d[col], errors="coerce"))
+    full = gif[gif["selector"] == "all"]
+    parts = gif[gif["selector"] != "all"]
+    both = pd.concat([parts, *(full.assign(selector=s) for s in parts["selector"].unique())])
+    return both.groupby(["selector", "mr"])["value"].agg(["mean", "std"]).reset_index()
+
+
+def selector_table(rows: pd.DataFrame, iterate: str = "best", metric: str = "test_acc") -> pd.DataFrame:
+    """Figure 3 as a table: one line per selector, one column per MR (%), the mean of ``metric``
+    over seeds (see :func:`selector_stats`)."""
+    table = selector_stats(rows, iterate, metric).pivot(index="selector", columns="mr", values="mean")
     table.columns = [f"{100 * mr:g} %" for mr in table.columns]
     return table.reset_index()
