@@ -282,6 +282,24 @@ def _hvp_lines(results: dict[float, dict[str, float]]) -> list[str]:
     return lines
 
 
+def _gpu_section(args) -> list[str]:
+    gpu = torch.device("cuda")
+    results = {}
+    for width in args.widths:
+        results[width] = hvp_table(width, args.batch, args.rounds, gpu, block=5)
+        print(results[width], flush=True)
+    return [
+        f"## The same on {torch.cuda.get_device_name(gpu)} (torch {torch.__version__}, fp32, TF32 convolutions "
+        f"{'on' if torch.backends.cudnn.allow_tf32 else 'off'})",
+        "",
+        *_hvp_lines(results),
+        "",
+        "Peak CUDA memory of the whole GPU run: "
+        + ", ".join(f"width {w}: {r['cuda_peak_mb']:.0f} MB" for w, r in results.items())
+        + ".",
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
@@ -291,7 +309,14 @@ def main() -> None:
     parser.add_argument("--tol", type=float, default=1e-3)
     parser.add_argument("--lissa-cap", type=int, default=1000, help="LiSSA iterations at most")
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--gpu-only", action="store_true", help="only the Hessian-product tables on the GPU")
     args = parser.parse_args()
+    if args.gpu_only:
+        if not torch.cuda.is_available():
+            raise SystemExit("--gpu-only: CUDA is not available on this machine")
+        Path(args.out).write_text("\n".join(_gpu_section(args)) + "\n")
+        print(f"wrote {args.out}")
+        return
     cpu = torch.device("cpu")
 
     lines = [
@@ -344,16 +369,7 @@ def main() -> None:
             lines.append(f"| {width} | " + " | ".join(f"{mb:.0f}" for mb in peaks) + " |")
             print(lines[-1], flush=True)
     if torch.cuda.is_available():
-        gpu = torch.device("cuda")
-        lines += ["", f"## The same on {torch.cuda.get_device_name(gpu)}", ""]
-        gpu_results = {width: hvp_table(width, args.batch, args.rounds, gpu, block=5) for width in args.widths}
-        lines += _hvp_lines(gpu_results)
-        lines += [
-            "",
-            "Peak CUDA memory of the whole GPU run: "
-            + ", ".join(f"width {w}: {r['cuda_peak_mb']:.0f} MB" for w, r in gpu_results.items())
-            + ".",
-        ]
+        lines += ["", *_gpu_section(args)]
     lines += [
         "",
         f"## Solvers on the quickstart's GIF system (relative residual {args.tol:g})",

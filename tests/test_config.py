@@ -29,6 +29,7 @@ from gif_bench.errors import ConfigError
         ("train.epochs=-1", "train.epochs=-1"),
         ("task.stop_self_acc=101", "task.stop_self_acc=101"),
         ("logger=wandb logger.mode=sometimes", "logger.mode=sometimes"),
+        ("method=second_order method.hessian_u=fisher", "method.hessian_u=fisher"),
     ],
 )
 def test_bad_values_name_the_key(make_cfg, override, key):

@@ -49,6 +49,57 @@ def test_hvp_matches_explicit_hessian_in_every_mode(mode):
         influence.hvp_fn(loss, params, mode="lazy")
 
 
+def _classifier(hidden: int):
+    """Cross-entropy on a tanh network (hidden > 0) or on softmax regression (hidden = 0)."""
+    torch.manual_seed(3)
+    layers = [nn.Linear(3, hidden), nn.Tanh(), nn.Linear(hidden, 4)] if hidden else [nn.Linear(3, 4)]
+    model = nn.Sequential(*layers).double()
+    x, y = torch.randn(12, 3, dtype=torch.double), torch.randint(0, 4, (12,))
+    params = {k: v.detach() for k, v in model.named_parameters()}
+
+    def logits(p):
+        return torch.func.functional_call(model, p, (x,))
+
+    return logits, x, y, params
+
+
+def test_ggn_is_the_gauss_newton_matrix_and_the_hessian_of_a_linear_model():
+    logits, x, y, params = _classifier(hidden=5)
+    v = {k: torch.randn_like(t) for k, t in params.items()}
+
+    def ce(z):
+        return torch.nn.functional.cross_entropy(z, y, reduction="sum")
+
+    flat = tree.flatten(params)
+    jac = torch.func.jacrev(lambda w: logits(tree.unflatten(w, params)))(flat).reshape(-1, flat.numel())
+    z = logits(params).detach()
+    hz = torch.func.hessian(lambda t: ce(t.reshape(z.shape)))(z.reshape(-1))
+    ggn = influence.ggn_fn(logits, ce, params)
+    assert _rel(tree.flatten(ggn(v)), jac.T @ hz @ jac @ tree.flatten(v)) < 1e-10
+    full = influence.hessian_matrix(lambda p: ce(logits(p)), params)
+    assert _rel(tree.flatten(ggn(v)), full @ tree.flatten(v)) > 1e-3  # the network's own curvature is left out
+
+    logits, x, y, params = _classifier(hidden=0)  # linear logits: ∇²f = 0, G = H
+    v = {k: torch.randn_like(t) for k, t in reversed(params.items())}  # key order does not matter
+    full = influence.hessian_matrix(lambda p: torch.nn.functional.cross_entropy(logits(p), y, reduction="sum"), params)
+    ggn = influence.ggn_fn(logits, lambda t: torch.nn.functional.cross_entropy(t, y, reduction="sum"), params)
+    assert _rel(tree.flatten(ggn(v)), full @ tree.flatten({k: v[k] for k in params})) < 1e-10
+
+
+def test_the_gauss_newton_curvature_of_a_relabelling_is_zero_and_its_hessian_is_not():
+    logits, x, y, params = _classifier(hidden=5)
+    y_new = (y + 1) % 4
+    v = {k: torch.randn_like(t) for k, t in params.items()}
+
+    def change(z):  # Σ_U [ℓ(z) − ℓ(z')]
+        ce = torch.nn.functional.cross_entropy
+        return ce(z, y, reduction="sum") - ce(z, y_new, reduction="sum")
+
+    assert tree.norm(influence.ggn_fn(logits, change, params)(v)) < 1e-12
+    exact = influence.hessian_matrix(lambda p: change(logits(p)), params) @ tree.flatten(v)
+    assert float(torch.linalg.vector_norm(exact)) > 1e-2
+
+
 @pytest.mark.parametrize("solver", ["lissa", "cg", "exact"])
 def test_gif_matches_closed_form_random_mask(solver):
     loss, params, grad, mask = _problem(0, ridge=1.0)  # H positive definite, well conditioned

@@ -140,3 +140,43 @@ def test_second_order_refuses_a_total_group():
         influence.second_order(
             s["mean_loss"](s["kept"]), s["sum_loss"](s["removed"]), s["params"], s["g_sum"], m=5, u=5
         )
+
+
+def test_second_order_with_gauss_newton_curvature():
+    """Softmax regression: the logits are linear in θ, so H_U's Gauss–Newton part is all of it;
+    a relabelling's Gauss–Newton H_U is zero, leaving Koh & Liang's (1/m) H⁻¹ G."""
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(40, 3, generator=gen, dtype=torch.double)
+    y = torch.randint(0, 3, (40,), generator=gen)
+    w = {"w": 0.3 * torch.randn(3, 3, generator=gen, dtype=torch.double)}
+    m, removed = len(y), torch.arange(10)
+    ce = torch.nn.functional.cross_entropy
+
+    def full(p):
+        return ce(x @ p["w"], y) + 0.5 * RIDGE * (p["w"] ** 2).sum()
+
+    def removed_logits(p):
+        return x[removed] @ p["w"]
+
+    def removed_ce(z):
+        return ce(z, y[removed], reduction="sum")
+
+    g_sum = influence.gradient(lambda p: removed_ce(removed_logits(p)), w)
+    exact = influence.second_order(full, lambda p: removed_ce(removed_logits(p)), w, g_sum, m=m, u=10, solver="exact")
+    ggn = influence.ggn_fn(removed_logits, removed_ce, w)
+    gauss_newton = influence.second_order(full, None, w, g_sum, m=m, u=10, removed_hvp=ggn, solver="exact")
+    assert torch.allclose(gauss_newton["w"], exact["w"], rtol=1e-10, atol=1e-12)
+
+    y_new = (y[removed] + 1) % 3
+
+    def change(z):
+        return removed_ce(z) - ce(z, y_new, reduction="sum")
+
+    g_change = influence.gradient(lambda p: change(removed_logits(p)), w)
+    relabel = influence.second_order(
+        full, None, w, g_change, m=m, u=0, removed_hvp=influence.ggn_fn(removed_logits, change, w), solver="exact"
+    )
+    koh = influence.solve("koh", full, w, tree.scale(g_change, 1 / m), solver="exact")
+    assert torch.allclose(relabel["w"], koh["w"], rtol=1e-10, atol=1e-14)
+    with pytest.raises(ValueError, match="exactly one of removed_loss and removed_hvp"):
+        influence.second_order(full, change, w, g_change, m=m, u=0, removed_hvp=ggn)

@@ -18,6 +18,7 @@ from .influence import METHODS, SELECTORS, SOLVERS
 
 LOGGERS = ("wandb", "none")
 WANDB_MODES = ("offline", "online", "disabled")
+HESSIAN_U = ("gauss_newton", "exact")  # second_order's curvature of the removal set
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
@@ -117,7 +118,8 @@ def validate(cfg: DictConfig) -> None:
 
     _choice(cfg, "selector.name", SELECTORS)
     _number(cfg, "selector.samples", 1, integer=True)
-    _choice(cfg, "method.name", (*METHODS, "second_order", "retrain"))
+    if _choice(cfg, "method.name", (*METHODS, "second_order", "retrain")) == "second_order":
+        _choice(cfg, "method.hessian_u", HESSIAN_U)
     _choice(cfg, "solver.name", SOLVERS)
     if _get(cfg, "solver.name") == "lissa":
         _number(cfg, "solver.max_iter", 1, integer=True)

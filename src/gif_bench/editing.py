@@ -87,9 +87,10 @@ def influence_direction(cfg: DictConfig, model: nn.Module, edit: Edit) -> Direct
     """Select J and solve for Δθ on a fixed Hessian sample of retained training examples.
 
     ``second_order`` follows Basu et al. instead: its H is taken on a sample of the whole
-    training set and its ``H_U`` on a sample of U scaled up to the sum over U. For a
-    relabelling, U's loss is ``Σ_U [ℓ(z) − ℓ(z')]`` throughout (g, G and H_U): the change of
-    the training loss the edit undoes.
+    training set and its ``H_U`` on a sample of U scaled up to the sum over U — the
+    Gauss–Newton part of U's Hessian (``method.hessian_u=gauss_newton``) or all of it
+    (``exact``). For a relabelling, U's loss is ``Σ_U [ℓ(z) − ℓ(z')]`` throughout (g, G and
+    H_U): the change of the training loss the edit undoes.
     """
     start = time.perf_counter()
     model.eval()
@@ -126,15 +127,23 @@ def influence_direction(cfg: DictConfig, model: nn.Module, edit: Edit) -> Direct
         u_idx = torch.randperm(edit.u, generator=gen)[: cfg.hessian.samples].to(edit.removed.y.device)
         x_u, y_u = _edit_batch(edit, u_idx)
 
-        def removed_loss(p: dict[str, Tensor]) -> Tensor:  # ≈ Σ_{z∈U} ℓ(z) [− ℓ(z')] from a sample of U
-            return _edit_loss(logits(p, x_u), y_u, reduction="sum") * (edit.u / len(u_idx))
+        def removed_output_loss(z: Tensor) -> Tensor:  # ≈ Σ_{z∈U} ℓ(z) [− ℓ(z')] from a sample of U
+            return _edit_loss(z, y_u, reduction="sum") * (edit.u / len(u_idx))
 
+        def removed_logits(p: dict[str, Tensor]) -> Tensor:
+            return logits(p, x_u)
+
+        if cfg.method.hessian_u == "gauss_newton":
+            removed_hvp = influence.ggn_fn(removed_logits, removed_output_loss, params)
+        else:
+            removed_hvp = influence.hvp_fn(lambda p: removed_output_loss(removed_logits(p)), params, mode="reverse")
         removed_sum = tree.scale(grad, float(edit.m - edit.u))  # G = Σ_U ∇ℓ
         delta, info = influence.second_order(
             hessian_loss,
-            removed_loss,
+            None,
             params,
             removed_sum,
+            removed_hvp=removed_hvp,
             m=edit.m,
             u=edit.u if edit.corrected is None else 0,  # a relabelling removes nothing
             solver=cfg.solver.name,

@@ -7,7 +7,7 @@ Functions of parameter dicts via ``torch.func``: no Hydra, no I/O, no global sta
 """
 
 from .fold import fold_batchnorm
-from .hvp import gradient, hessian_matrix, hvp_fn
+from .hvp import ggn_fn, gradient, hessian_matrix, hvp_fn
 from .methods import METHODS, SOLVERS, second_order, solve
 from .selectors import SELECTORS, layer_budget, select, selectable_layers
 from .solvers import SolveInfo, SolverDiverged, cg, lissa, lissa_classic, lsqr, top_eigenvalue
@@ -20,6 +20,7 @@ __all__ = [
     "SolverDiverged",
     "cg",
     "fold_batchnorm",
+    "ggn_fn",
     "gradient",
     "hessian_matrix",
     "hvp_fn",

@@ -78,6 +78,34 @@ def hvp_fn(loss: Loss, params: Mapping[str, Tensor], mode: str = "linearize") ->
     return hvp_reverse
 
 
+def ggn_fn(
+    outputs: Callable[[Mapping[str, Tensor]], Tensor],
+    output_loss: Callable[[Tensor], Tensor],
+    params: Mapping[str, Tensor],
+) -> HVP:
+    """Return ``v ↦ G v`` with ``G = J_fᵀ ∇²_z L(z) J_f`` at θ̂, z = f(θ̂): the Gauss–Newton part
+    of the Hessian of ``L(f(θ))``.
+
+    ``outputs`` is ``f: params ↦ z`` (typically the logits of a batch), ``output_loss`` is
+    ``L: z ↦ scalar``. The Hessian of ``L ∘ f`` is ``G + Σ_k ∂L/∂z_k · ∇²f_k``; G drops the
+    second term, the curvature of the network itself. G is positive semi-definite wherever L
+    is convex in z (cross-entropy is), and for ``L(z) = CE(z, y) − CE(z, y')`` it is zero,
+    since ∇²_z CE(z, y) = diag(p) − p pᵀ does not depend on the label. Each product is one JVP
+    and one VJP of f (its linearisation at θ̂ is kept).
+    """
+    primal = _detached(params)
+    z, pullback = torch.func.vjp(outputs, primal)
+    z = z.detach()
+    output_grad = torch.func.grad(output_loss)
+
+    def ggn(v: Mapping[str, Tensor]) -> Params:
+        jv = torch.func.jvp(outputs, (primal,), ({k: v[k] for k in primal},))[1]
+        curvature = torch.func.jvp(output_grad, (z,), (jv,))[1]
+        return {k: t.detach() for k, t in pullback(curvature)[0].items()}
+
+    return ggn
+
+
 def hessian_matrix(loss: Loss, params: Mapping[str, Tensor]) -> Tensor:
     """The explicit n×n Hessian of ``loss`` over the flattened ``params`` (small models only)."""
     from .tree import flatten, unflatten

@@ -195,12 +195,13 @@ def solve(
 
 def second_order(
     loss: Loss,
-    removed_loss: Loss,
+    removed_loss: Loss | None,
     params: Mapping[str, Tensor],
     removed_grad: Mapping[str, Tensor],
     *,
     m: int,
     u: int,
+    removed_hvp: HVP | None = None,
     solver: str = "cg",
     return_info: bool = False,
     **options: Any,
@@ -212,21 +213,32 @@ def second_order(
 
         Δθ = (1−2p)/(1−p)² · (1/m) · H⁻¹ G  +  1/(1−p)² · (1/m²) · H⁻¹ H_U H⁻¹ G,
 
-    the change to add to θ̂ (the module's sign convention).
+    the change to add to θ̂ (the module's sign convention). ``removed_hvp`` (``v ↦ H_U v``)
+    replaces the exact Hessian of ``removed_loss`` by another curvature of U, e.g. its
+    Gauss–Newton part (:func:`~gif_bench.influence.hvp.ggn_fn`); ``removed_loss`` is then
+    not used and may be ``None``.
 
     A relabelling (z → z' for z ∈ U) removes nothing: pass ``u=0`` with ``removed_loss`` =
     Σ_U [ℓ(z) − ℓ(z')] and G its gradient. The same second-order expansion of the perturbed
     objective, (1/m)[Σ ℓ + ε Σ_U (ℓ(z') − ℓ(z))] at ε = 1, gives the formula above with p = 0.
+    The result is the first two terms of the Neumann series of ``(H − H_U/m)⁻¹ G/m`` and is
+    only meaningful while ``‖(1/m) H⁻¹ H_U‖ < 1``. A positive semi-definite H_U ≼ m·H
+    satisfies this; the exact H_U of a cross-entropy relabelling need not: its Gauss–Newton
+    parts cancel and ``H_U = Σ_U [∇²f_{y'}(x) − ∇²f_y(x)]`` (f_k the k-th logit) is indefinite
+    and unrelated to H.
 
     Two solves with H (``solver`` and ``options`` as for ``solve("koh", ...)``) and one
     product with ``H_U``; the diagnostics add up both solves and report the larger residual.
     """
     if not 0 <= u < m:
         raise ValueError(f"need 0 <= u < m (u = 0: a relabelling), got u={u}, m={m}")
+    if (removed_loss is None) == (removed_hvp is None):
+        raise ValueError("pass exactly one of removed_loss and removed_hvp")
     p = u / m
     first, info1 = solve("koh", loss, params, removed_grad, solver=solver, return_info=True, **options)
-    h_u_first = hvp_fn(removed_loss, params, mode="reverse")(first)  # one product: no trace
-    second, info2 = solve("koh", loss, params, h_u_first, solver=solver, return_info=True, **options)
+    if removed_hvp is None:
+        removed_hvp = hvp_fn(removed_loss, params, mode="reverse")  # one product: no trace
+    second, info2 = solve("koh", loss, params, removed_hvp(first), solver=solver, return_info=True, **options)
     c1, c2 = (1 - 2 * p) / ((1 - p) ** 2 * m), 1 / ((1 - p) ** 2 * m**2)
     delta = {k: c1 * first[k] + c2 * second[k] for k in first}
     info = SolveInfo(
