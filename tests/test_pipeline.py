@@ -191,6 +191,9 @@ def test_every_method_runs_from_the_harness(make_cfg):
         row = runner.run(make_cfg(f"method={method}"))
         assert row["status"] == "ok" and row["method"] == method and row["hvps"] > 0
         assert (row["n_selected"] == row["n_params"]) == (method in ("koh", "second_order"))
+        assert row["hessian_u"] == ("gauss_newton" if method == "second_order" else None)
+    row = runner.run(make_cfg("method=second_order", "method.hessian_u=exact"))
+    assert row["status"] == "ok" and row["hessian_u"] == "exact"
     row = runner.run(make_cfg("method=koh", "solver=lissa", drop=("solver",)))
     assert row["status"] == "ok" and row["solver_scale"] == 25.0 and row["solver_restarts"] == 0  # classic LiSSA
 
