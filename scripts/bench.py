@@ -282,7 +282,7 @@ def _hvp_lines(results: dict[float, dict[str, float]]) -> list[str]:
     return lines
 
 
-def _gpu_section(args) -> list[str]:
+def _gpu_section(args: argparse.Namespace) -> list[str]:
     gpu = torch.device("cuda")
     results = {}
     for width in args.widths:

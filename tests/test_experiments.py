@@ -158,6 +158,9 @@ def test_runs_that_ignore_the_mask_are_recorded_as_what_they_compute(make_cfg):
     assert (cfg.mr, cfg.selector.name) == (1.0, "all")
     cfg = canonicalize(make_cfg("method=gif", "mr=0.05", "selector=random"))
     assert (cfg.mr, cfg.selector.name) == (0.05, "random")
+    swept = canonicalize(make_cfg("method=koh", "++method.hessian_u=exact"))  # a sweep over methods
+    assert "hessian_u" not in swept.method and canonicalize(make_cfg("method=koh")) == swept
+    assert canonicalize(make_cfg("method=second_order", "method.hessian_u=exact")).method.hessian_u == "exact"
 
 
 def test_a_run_made_on_two_devices_counts_once():

@@ -224,6 +224,17 @@ def test_label_change_runs_for_every_method(make_cfg):
         assert abs(row["n_removed"] - row["n_train"] / 10) <= 2  # all of class 8, one class in ten
 
 
+def test_second_order_relabelling_with_gauss_newton_curvature_needs_one_solve(make_cfg):
+    # the Gauss–Newton H_U of a relabelling is zero: the second H⁻¹ solve has nothing to do
+    overrides = ("task=label_change", "method=second_order")
+    rows = {
+        form: runner.run(make_cfg(*overrides, f"method.hessian_u={form}", drop=("task",)))
+        for form in ("gauss_newton", "exact")
+    }
+    max_iter = 5  # TINY's solver.max_iter
+    assert rows["gauss_newton"]["solver_iterations"] <= max_iter < rows["exact"]["solver_iterations"]
+
+
 def test_backdoor_rows_carry_the_attack_metrics(make_cfg):
     row = runner.run(make_cfg("task=backdoor", "task.target_class=4"))
     assert row["status"] == "ok" and row["n_removed"] == round(0.1 * row["n_train"])

@@ -155,12 +155,16 @@ def canonicalize(cfg: DictConfig) -> DictConfig:
 
     ``koh``, ``second_order`` and ``retrain`` do not use a mask: their ``mr`` becomes 1.0 and
     their selector ``all``. At ``mr=1`` every selector takes every Conv/Linear parameter: the
-    selector becomes ``all``. A sweep over MRs and selectors then runs each of these once
-    (the repeats find the finished row), and their rows say what was really computed.
+    selector becomes ``all``. A sweep over MRs and selectors then runs each of these once (the
+    repeats find the finished row), and their rows say what was really computed. Likewise
+    ``method.hessian_u`` (``++method.hessian_u=exact`` on a sweep over methods) is dropped from
+    every method but ``second_order``.
     """
     with open_dict(cfg):
         if _get(cfg, "method.name") in MASK_FREE_METHODS:
             cfg.mr = 1.0
+        if _get(cfg, "method.name") != "second_order" and "hessian_u" in (_get(cfg, "method") or {}):
+            del cfg.method["hessian_u"]
         if _is_number(_get(cfg, "mr")) and cfg.mr >= 1.0 and _get(cfg, "selector") is not None:
             cfg.selector.name = "all"
     return cfg

@@ -133,10 +133,11 @@ def influence_direction(cfg: DictConfig, model: nn.Module, edit: Edit) -> Direct
         def removed_logits(p: dict[str, Tensor]) -> Tensor:
             return logits(p, x_u)
 
-        if cfg.method.hessian_u == "gauss_newton":
-            removed_hvp = influence.ggn_fn(removed_logits, removed_output_loss, params)
-        else:
-            removed_hvp = influence.hvp_fn(lambda p: removed_output_loss(removed_logits(p)), params, mode="reverse")
+        def removed_hvp(v: dict[str, Tensor]) -> dict[str, Tensor]:  # built when used: after the first solve
+            if cfg.method.hessian_u == "gauss_newton":
+                return influence.ggn_fn(removed_logits, removed_output_loss, params)(v)
+            return influence.hvp_fn(lambda p: removed_output_loss(removed_logits(p)), params, mode="reverse")(v)
+
         removed_sum = tree.scale(grad, float(edit.m - edit.u))  # G = Σ_U ∇ℓ
         delta, info = influence.second_order(
             hessian_loss,

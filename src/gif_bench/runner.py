@@ -59,7 +59,7 @@ def base_row(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
         "experiment": str(cfg.name),
         "task": cfg.task.name,
         "method": cfg.method.name,
-        "hessian_u": cfg.method.get("hessian_u"),  # second_order's curvature of U; None elsewhere
+        "hessian_u": cfg.method.get("hessian_u"),  # second_order's curvature of U (canonicalize drops it elsewhere)
         "selector": cfg.selector.name,
         "solver": cfg.solver.name,
         "mr": float(cfg.mr),

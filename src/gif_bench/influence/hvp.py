@@ -91,7 +91,7 @@ def ggn_fn(
     second term, the curvature of the network itself. G is positive semi-definite wherever L
     is convex in z (cross-entropy is), and for ``L(z) = CE(z, y) − CE(z, y')`` it is zero,
     since ∇²_z CE(z, y) = diag(p) − p pᵀ does not depend on the label. Each product is one JVP
-    and one VJP of f (its linearisation at θ̂ is kept).
+    of f (which re-runs its forward pass) and one VJP through the pullback kept from θ̂.
     """
     primal = _detached(params)
     z, pullback = torch.func.vjp(outputs, primal)

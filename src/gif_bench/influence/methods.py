@@ -221,11 +221,12 @@ def second_order(
     A relabelling (z → z' for z ∈ U) removes nothing: pass ``u=0`` with ``removed_loss`` =
     Σ_U [ℓ(z) − ℓ(z')] and G its gradient. The same second-order expansion of the perturbed
     objective, (1/m)[Σ ℓ + ε Σ_U (ℓ(z') − ℓ(z))] at ε = 1, gives the formula above with p = 0.
-    The result is the first two terms of the Neumann series of ``(H − H_U/m)⁻¹ G/m`` and is
-    only meaningful while ``‖(1/m) H⁻¹ H_U‖ < 1``. A positive semi-definite H_U ≼ m·H
-    satisfies this; the exact H_U of a cross-entropy relabelling need not: its Gauss–Newton
-    parts cancel and ``H_U = Σ_U [∇²f_{y'}(x) − ∇²f_y(x)]`` (f_k the k-th logit) is indefinite
-    and unrelated to H.
+    For p = 0 the result is the first two terms of the Neumann series of
+    ``(H − H_U/m)⁻¹ G/m`` (for a removal, up to O(p) in the coefficients), a useful
+    approximation only while the spectral radius of ``(1/m) H⁻¹ H_U`` is well below 1. The
+    exact H_U of a cross-entropy relabelling has no such bound: its Gauss–Newton parts cancel
+    and ``H_U = Σ_U [∇²f_{y'}(x) − ∇²f_y(x)]`` (f_k the k-th logit) is indefinite and unrelated
+    to H.
 
     Two solves with H (``solver`` and ``options`` as for ``solve("koh", ...)``) and one
     product with ``H_U``; the diagnostics add up both solves and report the larger residual.
@@ -246,7 +247,7 @@ def second_order(
         iterations=info1.iterations + info2.iterations,
         hvps=info1.hvps + info2.hvps + 1,
         restarts=info1.restarts + info2.restarts,
-        scale=info2.scale,
+        scale=info1.scale,  # the second solve's right-hand side may be zero (a relabelling)
         residual=max(info1.residual, info2.residual),
         converged=info1.converged and info2.converged,
     )
