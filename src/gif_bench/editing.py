@@ -133,15 +133,15 @@ def influence_direction(cfg: DictConfig, model: nn.Module, edit: Edit) -> Direct
         def removed_logits(p: dict[str, Tensor]) -> Tensor:
             return logits(p, x_u)
 
-        def removed_hvp(v: dict[str, Tensor]) -> dict[str, Tensor]:  # built when used: after the first solve
-            if cfg.method.hessian_u == "gauss_newton":
-                return influence.ggn_fn(removed_logits, removed_output_loss, params)(v)
-            return influence.hvp_fn(lambda p: removed_output_loss(removed_logits(p)), params, mode="reverse")(v)
-
+        removed_loss, removed_hvp = None, None
+        if cfg.method.hessian_u == "gauss_newton":  # built on use, after the first solve, as the exact one is
+            removed_hvp = lambda v: influence.ggn_fn(removed_logits, removed_output_loss, params)(v)  # noqa: E731
+        else:
+            removed_loss = lambda p: removed_output_loss(removed_logits(p))  # noqa: E731
         removed_sum = tree.scale(grad, float(edit.m - edit.u))  # G = Σ_U ∇ℓ
         delta, info = influence.second_order(
             hessian_loss,
-            None,
+            removed_loss,
             params,
             removed_sum,
             removed_hvp=removed_hvp,
