@@ -14,6 +14,7 @@ import platform
 import resource
 import statistics
 import time
+import warnings
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -26,6 +27,9 @@ from gif_bench import data as datasets
 from gif_bench import influence, models, tasks, train
 from gif_bench.influence import tree
 from gif_bench.influence.masked import masked_hvps
+
+# torch's forward-AD decompositions still call the deprecated torch.jit.script (torch's code, not ours)
+warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+import warnings
 from pathlib import Path
 
 import hydra
@@ -11,6 +12,10 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from .errors import UserError
+
+# torch's forward-AD decompositions, loaded by the first Hessian product, still call the
+# deprecated torch.jit.script; the warning is about torch's code, and no user of ours can act on it.
+warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
 
 HYDRA_BOOKKEEPING = {".hydra", "__main__.log", "gif_bench.log"}
 

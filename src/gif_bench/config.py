@@ -88,7 +88,7 @@ def validate(cfg: DictConfig) -> None:
     classes = _number(cfg, "dataset.num_classes", 2, integer=True)
     _number(cfg, "dataset.val_fraction", 0.0, 1.0, lo_open=True)
     _choice(cfg, "model.name", models.MODELS)
-    if _get(cfg, "model.name") in ("vgg11", "small_cnn"):
+    if _get(cfg, "model.name") in ("vgg11", "small_cnn", "resnet18"):
         _number(cfg, "model.width", 0.0, lo_open=True)
     if _get(cfg, "model.name") == "vgg11":
         if _get(cfg, "dataset.image_size") != 32:
@@ -144,6 +144,14 @@ def validate(cfg: DictConfig) -> None:
     _choice(cfg, "logger.name", LOGGERS)
     if _get(cfg, "logger.name") == "wandb":
         _choice(cfg, "logger.mode", WANDB_MODES)
+        from .tracking import has_credentials
+
+        if _get(cfg, "logger.mode") == "online" and not has_credentials():
+            raise ConfigError(
+                "logger.mode=online",
+                "no W&B credentials found; log in with `wandb login` (or set WANDB_API_KEY), "
+                "or use logger.mode=offline",
+            )
 
 
 # Methods that change every parameter whatever the selector chose (or, for retrain, none).

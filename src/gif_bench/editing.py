@@ -119,7 +119,9 @@ def influence_direction(cfg: DictConfig, model: nn.Module, edit: Edit) -> Direct
     )
     options = {k: v for k, v in OmegaConf.to_container(cfg.solver, resolve=True).items() if k != "name"}
     if cfg.solver.name == "lissa":
-        options.update(OmegaConf.to_container(cfg.method.get("lissa") or {}, resolve=True))
+        method_lissa = cfg.method.get("lissa")  # only koh and second_order have their own LiSSA options
+        if method_lissa is not None:
+            options.update(OmegaConf.to_container(method_lissa, resolve=True))
         options.setdefault("seed", int(cfg.seed))
     if cfg.method.name in ("koh", "second_order"):  # every parameter, whatever the selector chose
         mask = {k: torch.ones_like(v, dtype=torch.bool) for k, v in params.items()}

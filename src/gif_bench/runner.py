@@ -99,6 +99,7 @@ def _influence_edit(cfg, model, edit, metric_fn, retrained, tracker, edited_root
         solver_scale=info.scale,
         solver_residual=info.residual,
         solver_converged=info.converged,
+        solver_hvp=info.hvp,  # how the Hessian products were formed (fallbacks included)
     )
     traj = editing.apply_updates(
         model,
@@ -202,8 +203,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     finally:
         row["peak_memory_mb"] = _peak_memory_mb(device)
         row["total_seconds"] = time.perf_counter() - started
-        path = results.write_row(cfg, row)
         tracker.summary({k: v for k, v in row.items() if k != "trajectory"})
+        row["wandb_error"] = tracker.error  # W&B mirrors the row; its failures never lose it
+        path = results.write_row(cfg, row)
         tracker.finish(exit_code=0 if row["status"] == "ok" else 1)
     log.info(
         "%s: test_acc %.2f (before %.2f), self_acc %.2f (before %.2f) after %d steps -> %s",

@@ -55,6 +55,15 @@ def save_torch(path: str | Path, obj: Any) -> Path:
     return write_atomic(path, lambda tmp: torch.save(obj, tmp))
 
 
+def move_aside(path: str | Path) -> Path:
+    """Rename an unreadable file to ``<name>.corrupt`` (replacing an older one) so that it is
+    never read again but stays there to be inspected; returns the new path."""
+    path = Path(path)
+    aside = path.with_name(f"{path.name}.corrupt")
+    os.replace(path, aside)
+    return aside
+
+
 def digest(obj: Any, length: int = 16) -> str:
     """Stable hex digest of a JSON-serialisable object (key order does not matter)."""
     text = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))

@@ -1,12 +1,27 @@
-"""Experiment tracking: one W&B run per job (offline by default), or nothing."""
+"""Experiment tracking: one W&B run per job (offline by default), or nothing.
+
+W&B is a mirror of the local result row, never a condition for it: a run that W&B cannot start,
+or that fails while logging, goes on without it, and the row records why (``wandb_error``).
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+
+def has_credentials() -> bool:
+    """Whether W&B finds credentials (``WANDB_API_KEY``, an identity token file, its settings
+    file or ``.netrc``) without asking for them and without the network."""
+    import wandb
+
+    return bool(wandb.login(verify=False, prompt=False))
 
 
 def init_wandb(cfg: DictConfig, root: Path, **kwargs: Any):
@@ -31,6 +46,7 @@ def init_wandb(cfg: DictConfig, root: Path, **kwargs: Any):
 
 class NullTracker:
     run_id: str | None = None
+    error: str | None = None  # why W&B stopped mirroring this run, if it did
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
         pass
@@ -42,8 +58,16 @@ class NullTracker:
         pass
 
 
+def _reason(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+
+
 class WandbTracker(NullTracker):
-    """A W&B run whose config is the resolved Hydra config and whose summary is the result row."""
+    """A W&B run whose config is the resolved Hydra config and whose summary is the result row.
+
+    The first W&B error is logged once and recorded in ``error``; the run is then left alone.
+    """
 
     def __init__(self, cfg: DictConfig, root: Path) -> None:
         self._run = init_wandb(
@@ -55,17 +79,37 @@ class WandbTracker(NullTracker):
         )
         self.run_id = self._run.id
 
+    def _safely(self, action: str, call) -> None:
+        if self.error is not None:
+            return
+        try:
+            call()
+        except Exception as err:  # W&B's own errors, the network's, the disk's
+            self.error = f"{action}: {_reason(err)}"
+            log.warning("W&B failed (%s); the run goes on and its row is written locally", self.error)
+
     def log(self, metrics: dict[str, Any], step: int) -> None:
-        self._run.log(metrics, step=step)
+        self._safely("log", lambda: self._run.log(metrics, step=step))
 
     def summary(self, row: dict[str, Any]) -> None:
-        self._run.summary.update({k: v for k, v in row.items() if v is not None})
+        self._safely("summary", lambda: self._run.summary.update({k: v for k, v in row.items() if v is not None}))
 
     def finish(self, exit_code: int = 0) -> None:
-        self._run.finish(exit_code=exit_code)
+        try:
+            self._run.finish(exit_code=exit_code)
+        except Exception as err:
+            log.warning("W&B failed to finish its run (%s); the row is written locally", _reason(err))
 
 
 def start(cfg: DictConfig, root: Path) -> NullTracker:
+    """The tracker of ``cfg.logger``; if W&B cannot start a run, a :class:`NullTracker` whose
+    ``error`` says why."""
     if cfg.logger.name == "wandb" and cfg.logger.mode != "disabled":
-        return WandbTracker(cfg, root)
+        try:
+            return WandbTracker(cfg, root)
+        except Exception as err:
+            tracker = NullTracker()
+            tracker.error = f"init: {_reason(err)}"
+            log.warning("W&B could not start a run (%s); the row is written locally", tracker.error)
+            return tracker
     return NullTracker()

@@ -109,11 +109,20 @@ def train_or_load(
     """Load cached weights for this exact setting, or train them and cache them atomically."""
     path = Path(cache_dir) / "models" / f"{cache_key(cfg, train_set)}.pt"
     if path.exists():
-        state = torch.load(path, map_location=device, weights_only=True)
-        model.load_state_dict(state["model"])
-        model.eval()
-        log.info("loaded cached model %s", path)
-        return Trained(model, float(state["seconds"]), True, path)
+        initial = {k: v.clone() for k, v in model.state_dict().items()}
+        try:
+            state = torch.load(path, map_location=device, weights_only=True)
+            model.load_state_dict(state["model"])
+            seconds = float(state["seconds"])
+        except Exception as err:  # a truncated or foreign file: whatever torch.load raises
+            model.load_state_dict(initial)  # a failed load may have copied some tensors
+            aside = storage.move_aside(path)
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            log.warning("cached model %s cannot be read (%s); moved to %s, training anew", path, reason, aside.name)
+        else:
+            model.eval()
+            log.info("loaded cached model %s", path)
+            return Trained(model, seconds, True, path)
     torch.manual_seed(int(cfg.seed))
     start = time.perf_counter()
     fit(model, data, train_set, cfg.train, int(cfg.seed), device)

@@ -28,15 +28,15 @@ The extra term is injected with forward hooks that exist only while the products
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .fold import FoldedConv
-from .hvp import HVP, Loss
+from .hvp import HVP, Loss, math_attention, missing_derivative
 from .linearize import linearized
 from .tree import Params
 
@@ -47,6 +47,12 @@ MAX_TOUCHED_FRACTION = 0.5
 _CONV = {nn.Conv1d: F.conv1d, nn.Conv2d: F.conv2d, nn.Conv3d: F.conv3d}
 
 
+class RestrictedUnavailable(ValueError):
+    """The restricted products cannot be formed for this loss: a layer J touches is not run
+    through its module, or an operator lacks a forward-mode derivative even with the math
+    attention kernel. Plain products (:func:`~gif_bench.influence.hvp.hvp_fn`) still work."""
+
+
 @dataclass(frozen=True)
 class MaskedHVPs:
     """The three restricted products of one mask J at one point θ̂ (see the module docstring)."""
@@ -54,6 +60,7 @@ class MaskedHVPs:
     columns: HVP  # v ↦ H P_J v       (every parameter out)
     rows: HVP  # u ↦ P_J H u          (J out, zero elsewhere)
     block: HVP  # v ↦ P_J H P_J v     (J out, zero elsewhere)
+    forms: set[str] = field(default_factory=set)  # how the products traced so far were formed
 
 
 def _unit_layers(model: nn.Module) -> dict[str, nn.Module]:
@@ -141,8 +148,9 @@ def masked_hvps(
     ``None`` when J selects a parameter outside a (groups=1, zero-padded) convolution or
     linear layer of ``model``, or when the units J touches hold more than
     :data:`MAX_TOUCHED_FRACTION` of the parameters; use plain products
-    (:func:`~gif_bench.influence.hvp.hvp_fn`) then. Raises ``ValueError`` if ``loss`` does not
-    run a layer J touches.
+    (:func:`~gif_bench.influence.hvp.hvp_fn`) then. A product raises
+    :class:`RestrictedUnavailable` (a ``ValueError``) if ``loss`` does not run a layer J touches
+    through its module — ``nn.MultiheadAttention`` never calls its ``out_proj``, for example.
     """
     primal = {k: v.detach() for k, v in params.items()}
     units = _touched_units(model, primal, mask)
@@ -163,17 +171,37 @@ def masked_hvps(
         finally:
             current.clear()
 
+    forms: set[str] = set()
+
+    def trace(fn: Callable[[Params], Params], at: Params, math: bool) -> HVP:
+        with math_attention() if math else nullcontext(), _unit_offsets(model, units, current) as called:
+            product = linearized(fn, at)
+        missing = sorted(set(units) - called)
+        if missing:
+            raise RestrictedUnavailable(
+                f"loss never runs the layer(s) {', '.join(missing)} of the model it was given through the module"
+            )
+        forms.add("restricted linearize, math attention" if math else "restricted linearize")
+        return product
+
     def traced(fn: Callable[[Params], Params], at: Params) -> HVP:
-        """The linearization of ``fn`` at ``at``, traced on first use (with the hooks on)."""
+        """The linearization of ``fn`` at ``at``, traced on first use (with the hooks on), with
+        the math attention kernel where the default kernel has no forward-mode derivative."""
         cache: list[HVP] = []
 
         def product(v: Mapping[str, Tensor]) -> Params:
             if not cache:
-                with _unit_offsets(model, units, current) as called:
-                    cache.append(linearized(fn, at))
-                missing = sorted(set(units) - called)
-                if missing:
-                    raise ValueError(f"loss never runs the layer(s) {', '.join(missing)} of the model it was given")
+                try:
+                    cache.append(trace(fn, at, math=False))
+                except (NotImplementedError, RuntimeError) as err:
+                    if not missing_derivative(err):
+                        raise
+                    try:
+                        cache.append(trace(fn, at, math=True))
+                    except (NotImplementedError, RuntimeError) as again:
+                        if not missing_derivative(again):
+                            raise
+                        raise RestrictedUnavailable(f"no forward-mode derivative: {again}") from again
             return cache[0](v)
 
         return product
@@ -200,4 +228,4 @@ def masked_hvps(
     def block_product(v: Mapping[str, Tensor]) -> Params:
         return expand(block_fn(restrict(v)))
 
-    return MaskedHVPs(columns_product, rows_product, block_product)
+    return MaskedHVPs(columns_product, rows_product, block_product, forms)

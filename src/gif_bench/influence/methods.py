@@ -34,8 +34,8 @@ import torch
 from torch import Tensor, nn
 
 from . import tree
-from .hvp import HVP, Loss, hessian_matrix, hvp_fn
-from .masked import masked_hvps
+from .hvp import HVP, FallbackProduct, Loss, hessian_matrix, hvp_fn
+from .masked import RestrictedUnavailable, masked_hvps
 from .solvers import SolveInfo, cg, lissa, lissa_classic, lsqr
 from .tree import Params
 
@@ -49,12 +49,28 @@ def _full_mask(params: Mapping[str, Tensor]) -> dict[str, Tensor]:
 
 
 class _Products:
-    """H and its mask-restricted forms; each built on first use (building one traces a graph)."""
+    """H and its mask-restricted forms; each built on first use (building one traces a graph).
+
+    The restricted products of :func:`~gif_bench.influence.masked.masked_hvps` are used where
+    they apply; where they turn out not to (a layer not run through its module, an operator
+    without a forward-mode derivative) the plain products take over, with the reason kept in
+    :meth:`form`.
+    """
 
     def __init__(self, loss: Loss, params: Params, mask: dict[str, Tensor], mode: str, model: nn.Module | None):
         self._loss, self._params, self._mode, self.mask = loss, params, mode, mask
-        self._full: HVP | None = None
+        self._full: FallbackProduct | None = None
         self._masked = masked_hvps(loss, params, mask, model) if model is not None and mode == "linearize" else None
+        self._declined: str | None = None
+
+    def form(self) -> str:
+        """How the products were formed, e.g. ``"restricted linearize"`` or ``"linearize, math
+        attention (restricted products declined: …)"``."""
+        forms = sorted(self._masked.forms) if self._masked else []
+        if self._full is not None and self._full.form:
+            forms.append(self._full.form)
+        text = " + ".join(forms)
+        return f"{text} (restricted products declined: {self._declined})" if self._declined else text
 
     def p(self, v: Mapping[str, Tensor]) -> Params:
         return tree.project(v, self.mask)
@@ -64,14 +80,26 @@ class _Products:
             self._full = hvp_fn(self._loss, self._params, mode=self._mode)
         return self._full(v)
 
+    def _restricted(self, which: str, v: Mapping[str, Tensor]) -> Params | None:
+        if self._masked is None:
+            return None
+        try:
+            return getattr(self._masked, which)(v)
+        except RestrictedUnavailable as err:
+            self._masked, self._declined = None, str(err)
+            return None
+
     def columns(self, v: Mapping[str, Tensor]) -> Params:  # H P_J v
-        return self._masked.columns(v) if self._masked else self.h(self.p(v))
+        out = self._restricted("columns", v)
+        return out if out is not None else self.h(self.p(v))
 
     def rows(self, u: Mapping[str, Tensor]) -> Params:  # P_J H u
-        return self._masked.rows(u) if self._masked else self.p(self.h(u))
+        out = self._restricted("rows", u)
+        return out if out is not None else self.p(self.h(u))
 
     def block(self, v: Mapping[str, Tensor]) -> Params:  # P_J H P_J v
-        return self._masked.block(v) if self._masked else self.p(self.h(self.p(v)))
+        out = self._restricted("block", v)
+        return out if out is not None else self.p(self.h(self.p(v)))
 
 
 def _normal_equations(method: str, k: _Products, grad: Params):
@@ -134,7 +162,7 @@ def _exact(method, loss, params, grad, mask) -> tuple[Params, SolveInfo]:
         x = sol
     normal_rhs = k.T @ r
     res = torch.linalg.vector_norm(normal_rhs - k.T @ (k @ sol))
-    info = SolveInfo(solver="exact", iterations=1, converged=True)
+    info = SolveInfo(solver="exact", iterations=1, converged=True, hvp="explicit Hessian")
     info.residual = float(res / torch.linalg.vector_norm(normal_rhs).clamp_min(1e-300))
     first = next(iter(params.values()))
     return tree.unflatten(x.to(device=first.device, dtype=first.dtype), params), info
@@ -190,6 +218,7 @@ def solve(
     else:
         products = _Products(loss, params, mask, hvp, model if method in ("gif", "freezing") else None)
         delta, info = _iterative(method, products, grad, solver, options)
+        info.hvp = products.form()
     return (delta, info) if return_info else delta
 
 
@@ -250,5 +279,6 @@ def second_order(
         scale=info1.scale,  # the second solve's right-hand side may be zero (a relabelling)
         residual=max(info1.residual, info2.residual),
         converged=info1.converged and info2.converged,
+        hvp=info1.hvp if info1.hvp == info2.hvp else f"{info1.hvp}; second solve {info2.hvp}",
     )
     return (delta, info) if return_info else delta

@@ -1,7 +1,8 @@
 """Parameter selectors: which subset J of the parameters an influence update may change.
 
-Only ``nn.Conv2d`` and ``nn.Linear`` weights and biases are selectable (BatchNorm and every
-other parameter never are). Each selectable layer gets its own budget
+Only the weights and biases of ``nn.Conv2d`` and ``nn.Linear`` layers and the in-projection of
+``nn.MultiheadAttention`` are selectable (normalisation layers and every other parameter never
+are). Each selectable layer gets its own budget
 
     k_layer = int(ratio · (#weight + #bias)).
 
@@ -17,10 +18,18 @@ randomly chosen fan-in weights of that next unit.
 * ``all``: every selectable parameter (``ratio`` ignored).
 
 Ascending orders use a stable sort, so ties keep their unit order.
+
+Attention heads are units where the layer's structure says so (see :func:`_head_rows`): the
+heads of a MultiheadAttention's in-projection, and the heads of a Linear whose parent exposes
+``num_heads``; a head's score is the mean of its rows' scores. A layer that is never called as
+a module cannot be scored by outputs or gradients; the structured selectors then select
+nothing in it and warn, naming the layer and the reason (MultiheadAttention's ``out_proj`` is
+scored through the attention module's output, which is its output).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -35,47 +44,145 @@ SELECTORS = (
     "random",
     "all",
 )
-SELECTABLE = (nn.Conv2d, nn.Linear)
+SELECTABLE = (nn.Conv2d, nn.Linear, nn.MultiheadAttention)
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
+# nn.MultiheadAttention's in-projection: packed (in_proj_weight) or one matrix each for q, k, v
+_ATTENTION_PARAMS = ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight", "in_proj_bias")
+
 
 def selectable_layers(model: nn.Module) -> dict[str, nn.Module]:
-    """Conv2d and Linear submodules by qualified name."""
+    """Conv2d, Linear and MultiheadAttention submodules by qualified name."""
     return {name: m for name, m in model.named_modules() if isinstance(m, SELECTABLE)}
 
 
+def block_parameters(layer: nn.Module) -> dict[str, Tensor]:
+    """The selectable parameters of one layer by attribute name: ``weight`` and ``bias`` of a
+    Conv2d / Linear, the in-projection (``in_proj_weight`` or ``q/k/v_proj_weight``, and
+    ``in_proj_bias``) of a MultiheadAttention, whose ``out_proj`` is a Linear of its own."""
+    names = _ATTENTION_PARAMS if isinstance(layer, nn.MultiheadAttention) else ("weight", "bias")
+    return {n: p for n in names if isinstance(p := getattr(layer, n, None), Tensor)}
+
+
 def layer_budget(layer: nn.Module, ratio: float) -> int:
-    """``int(ratio · (#weight + #bias))`` for one layer."""
-    size = layer.weight.numel() + (layer.bias.numel() if layer.bias is not None else 0)
-    return int(ratio * size)
+    """``int(ratio · (#weight + #bias))`` for one layer (its :func:`block_parameters`)."""
+    return int(ratio * sum(p.numel() for p in block_parameters(layer).values()))
 
 
-def _unit_scores(model: nn.Module, kind: str, batch: tuple[Tensor, Tensor], loss_fn: LossFn) -> dict[str, Tensor]:
-    """Per-output-unit score |mean over batch and space| of the outputs or their gradients."""
+def _parent(model: nn.Module, name: str) -> nn.Module | None:
+    if not name:
+        return None
+    return model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
+
+
+def _head_rows(model: nn.Module, name: str, layer: nn.Module) -> dict[str, Tensor] | None:
+    """For a layer whose units are attention heads: attribute name → the head of each row.
+
+    A MultiheadAttention's heads own rows ``h·d … (h+1)·d − 1`` of each of q, k and v in its
+    in-projection (d = embed_dim / num_heads). A Linear whose parent exposes an integer
+    ``num_heads`` dividing its outputs (a q, k or v projection of a hand-written attention
+    layer) has ``out_features / num_heads`` consecutive rows per head. ``None`` otherwise.
+    """
+    if isinstance(layer, nn.MultiheadAttention):
+        d = layer.head_dim
+        return {n: (torch.arange(p.shape[0]) % layer.embed_dim) // d for n, p in block_parameters(layer).items()}
+    heads = getattr(_parent(model, name), "num_heads", None)
+    if (
+        isinstance(layer, nn.Linear)
+        and not isinstance(_parent(model, name), nn.MultiheadAttention)
+        and isinstance(heads, int)
+        and heads > 1
+        and layer.out_features % heads == 0
+    ):
+        rows = torch.arange(layer.out_features) // (layer.out_features // heads)
+        return {n: rows for n in block_parameters(layer)}
+    return None
+
+
+def _row_scores(value: Tensor, unit_dim: int) -> Tensor:
+    """|mean over every dimension but ``unit_dim``| of a layer output or its gradient."""
+    if unit_dim == 1 or value.dim() == 2:
+        return value.transpose(0, 1).reshape(value.shape[1], -1).mean(dim=1).abs()
+    return value.movedim(unit_dim, 0).reshape(value.shape[unit_dim], -1).mean(dim=1).abs()
+
+
+def _in_projection(layer: nn.MultiheadAttention, inputs: tuple[Tensor, ...]) -> Tensor:
+    """The q, k and v projections of a MultiheadAttention's inputs, concatenated on the last
+    dimension (3·embed_dim rows, in the order of ``in_proj_weight``)."""
+    query, key, value = inputs[:3]
+    e = layer.embed_dim
+    if layer.in_proj_weight is not None:
+        weights = layer.in_proj_weight.split(e)
+    else:
+        weights = (layer.q_proj_weight, layer.k_proj_weight, layer.v_proj_weight)
+    biases = layer.in_proj_bias.split(e) if layer.in_proj_bias is not None else (None,) * 3
+    return torch.cat([F.linear(x, w, b) for x, w, b in zip((query, key, value), weights, biases)], dim=-1)
+
+
+def _unit_scores(
+    model: nn.Module, kind: str, batch: tuple[Tensor, Tensor], loss_fn: LossFn
+) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """Per-row score |mean over batch (and space or sequence)| of each layer's outputs or of
+    their gradients, and the layers that cannot be scored, with the reason.
+
+    A Linear that its parent does not call as a module (``nn.MultiheadAttention`` applies its
+    ``out_proj`` weights directly) is scored through the parent's output, which is that
+    Linear's output. A MultiheadAttention's rows are those of its in-projection: their outputs
+    are recomputed from its inputs, and their gradients are read from ``in_proj_bias``'s
+    (Σ over positions of ∂loss/∂output, the mean up to the layer's constant count).
+    """
+    from .hvp import math_attention
+
     layers = selectable_layers(model)
     outputs: dict[str, Tensor] = {}
-    hooks = [
-        m.register_forward_hook(lambda _m, _i, out, name=name: outputs.__setitem__(name, out))
-        for name, m in layers.items()
-    ]
+    attention_inputs: dict[str, tuple[Tensor, ...]] = {}
+
+    def record(name: str, layer: nn.Module):
+        def hook(_m, inputs, out):
+            if isinstance(layer, nn.MultiheadAttention):
+                attention_inputs[name] = inputs
+                outputs[f"{name}.out_proj" if name else "out_proj"] = out[0]  # that is out_proj's output
+            else:
+                outputs[name] = out
+
+        return hook
+
+    hooks = [m.register_forward_hook(record(name, m)) for name, m in layers.items()]
     was_training = model.training
     model.eval()
+    skipped: dict[str, str] = {}
     try:
         x, y = batch
-        with torch.enable_grad():
+        # the math kernel and no fused fast path: every attention module is called as a module
+        with torch.enable_grad(), math_attention():
             logits = model(x)
             if kind == "gradients":
-                names = list(outputs)
-                grads = torch.autograd.grad(loss_fn(logits, y), [outputs[n] for n in names], allow_unused=True)
-                values = {n: (g if g is not None else torch.zeros_like(outputs[n])) for n, g in zip(names, grads)}
+                biases = {n: layers[n].in_proj_bias for n in attention_inputs if layers[n].in_proj_bias is not None}
+                for n in set(attention_inputs) - set(biases):
+                    skipped[n] = "its in-projection has no bias to read the output gradient from"
+                tensors = {**outputs, **biases}
+                names = list(tensors)
+                grads = torch.autograd.grad(loss_fn(logits, y), [tensors[n] for n in names], allow_unused=True)
+                values = {n: (g if g is not None else torch.zeros_like(tensors[n])) for n, g in zip(names, grads)}
             else:
                 values = {n: o.detach() for n, o in outputs.items()}
+                for n, inputs in attention_inputs.items():
+                    values[n] = _in_projection(layers[n], inputs).detach()
     finally:
         for h in hooks:
             h.remove()
         model.train(was_training)
-    return {n: v.transpose(0, 1).reshape(v.shape[1], -1).mean(dim=1).abs() for n, v in values.items()}
+    scores = {}
+    for n, v in values.items():
+        if n not in layers:
+            continue
+        unit_dim = 1 if isinstance(layers[n], nn.Conv2d) else -1
+        scores[n] = v.abs() if v.dim() == 1 and n in attention_inputs else _row_scores(v, unit_dim)
+    for n in layers:
+        if n not in scores and n not in skipped:
+            skipped[n] = "it is never called as a module, so its outputs cannot be observed"
+    return scores, skipped
 
 
 def _structured_mask(layer: nn.Module, scores: Tensor, budget: int, descending: bool, gen: torch.Generator):
@@ -101,18 +208,57 @@ def _structured_mask(layer: nn.Module, scores: Tensor, budget: int, descending: 
     return masks
 
 
-def _random_mask(layer: nn.Module, budget: int, gen: torch.Generator):
-    shapes = {"weight": layer.weight}
-    if layer.bias is not None:
-        shapes["bias"] = layer.bias
-    total = sum(p.numel() for p in shapes.values())
+def _random_mask(params: dict[str, Tensor], budget: int, gen: torch.Generator) -> dict[str, Tensor]:
+    """``budget`` entries of ``params``, uniformly at random."""
+    total = sum(p.numel() for p in params.values())
     flat = torch.zeros(total, dtype=torch.bool)
     flat[torch.randperm(total, generator=gen)[:budget]] = True
     masks, i = {}, 0
-    for key, p in shapes.items():
+    for key, p in params.items():
         masks[key] = flat[i : i + p.numel()].reshape(p.shape).to(p.device)
         i += p.numel()
     return masks
+
+
+def _head_mask(
+    params: dict[str, Tensor],
+    head_of_row: dict[str, Tensor],
+    row_scores: Tensor,
+    budget: int,
+    descending: bool,
+    gen: torch.Generator,
+) -> dict[str, Tensor]:
+    """Whole heads in order of their mean row score; the budget left when the next whole head
+    no longer fits goes to randomly chosen weights (not biases) of that head."""
+    rows = next(iter(head_of_row.values()))
+    n_heads = int(rows.max()) + 1
+    head_scores = torch.zeros(n_heads).index_add_(0, rows, row_scores.detach().cpu().float())
+    head_scores /= torch.bincount(rows, minlength=n_heads)
+    order = torch.sort(head_scores, descending=descending, stable=True).indices
+    head_size = sum(int((head_of_row[k] == 0).sum()) * p[0].numel() for k, p in params.items())
+    n_full = min(budget // head_size, n_heads)
+    masks = {}
+    for k, p in params.items():
+        chosen = torch.isin(head_of_row[k], order[:n_full])
+        masks[k] = chosen.reshape(-1, *[1] * (p.dim() - 1)).expand(p.shape).clone()
+    rest = budget - n_full * head_size
+    if rest > 0 and n_full < n_heads:
+        nxt = int(order[n_full])
+        weights = [k for k, p in params.items() if p.dim() > 1]
+        slots = torch.cat(
+            [
+                (head_of_row[k] == nxt).reshape(-1, 1).expand(params[k].shape[0], params[k][0].numel()).flatten()
+                for k in weights
+            ]
+        ).nonzero().squeeze(1)
+        picked = slots[torch.randperm(len(slots), generator=gen)[:rest]]
+        flat = torch.cat([masks[k].flatten() for k in weights])
+        flat[picked] = True
+        i = 0
+        for k in weights:
+            masks[k] = flat[i : i + params[k].numel()].reshape(params[k].shape)
+            i += params[k].numel()
+    return {k: m.to(params[k].device) for k, m in masks.items()}
 
 
 def select(
@@ -141,21 +287,29 @@ def select(
     gen = torch.Generator().manual_seed(seed)
     mask = {n: torch.zeros_like(p, dtype=torch.bool) for n, p in model.named_parameters()}
     layers = selectable_layers(model)
-    scores = {}
+    scores: dict[str, Tensor] = {}
+    skipped: dict[str, str] = {}
     if name.endswith(("_outputs", "_gradients")):
         if batch is None:
             raise ValueError(f"selector={name} needs a batch of the data to edit")
-        scores = _unit_scores(model, name.rsplit("_", 1)[1], batch, loss_fn)
+        scores, skipped = _unit_scores(model, name.rsplit("_", 1)[1], batch, loss_fn)
+        if skipped:
+            reasons = "; ".join(f"{n}: {why}" for n, why in skipped.items())
+            warnings.warn(f"selector {name} selects nothing in {len(skipped)} layer(s) ({reasons})", stacklevel=2)
     for lname, layer in layers.items():
         prefix = f"{lname}." if lname else ""
+        params = block_parameters(layer)
+        heads = _head_rows(model, lname, layer)
+        descending = name.startswith("highest")
         if name == "all":
-            layer_masks = {"weight": torch.ones_like(layer.weight, dtype=torch.bool)}
-            if layer.bias is not None:
-                layer_masks["bias"] = torch.ones_like(layer.bias, dtype=torch.bool)
+            layer_masks = {k: torch.ones_like(p, dtype=torch.bool) for k, p in params.items()}
         elif name == "random":
-            layer_masks = _random_mask(layer, layer_budget(layer, ratio), gen)
+            layer_masks = _random_mask(params, layer_budget(layer, ratio), gen)
+        elif lname in skipped:
+            continue
+        elif heads is not None:
+            layer_masks = _head_mask(params, heads, scores[lname], layer_budget(layer, ratio), descending, gen)
         else:
-            descending = name.startswith("highest")
             layer_masks = _structured_mask(layer, scores[lname], layer_budget(layer, ratio), descending, gen)
         for key, m in layer_masks.items():
             mask[prefix + key] = m

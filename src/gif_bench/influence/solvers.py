@@ -31,6 +31,11 @@ class SolveInfo:
     ``iterations`` counts the iterations of the run that produced the answer; ``hvps`` counts
     every Hessian-vector product spent, restarts and scale estimation included. ``scale`` is
     the final loss divisor M. ``residual`` is ``‖b − A x‖ / ‖b‖`` for the returned ``x``.
+    ``hvp`` says how the Hessian products were formed (set by
+    :func:`~gif_bench.influence.methods.solve`): the mode of
+    :func:`~gif_bench.influence.hvp.hvp_fn`, with "restricted" for the products of
+    :mod:`~gif_bench.influence.masked` and "math attention" where the fused attention kernel
+    had to be replaced.
     """
 
     solver: str
@@ -40,6 +45,7 @@ class SolveInfo:
     scale: float = 1.0
     residual: float = math.nan
     converged: bool = False
+    hvp: str = ""
 
 
 def top_eigenvalue(

@@ -1,0 +1,102 @@
+"""Every promised path runs end to end: each experiment, in both profiles, with every method of its
+grid, on its own settings (solver, recipe, model, task, rate, stop rule) with only the data, the
+width, the epochs, the iterations, the steps and the Hessian sample shrunk."""
+
+import json
+
+import pytest
+from conftest import run_cli
+
+from gif_bench import results, runner
+
+EXPERIMENTS = ("quickstart", "table1", "fig3", "table2", "label_change")
+PROFILES = ("paper", "cpu")
+
+
+def _shrunk(cfg) -> list[str]:
+    """Overrides that make ``cfg`` tiny and keep everything else: synthetic images of the
+    experiment's own shape, a 1/16-width network, one epoch, five solver iterations (LiSSA's
+    power iteration too), three update steps, 32 Hessian and selector examples."""
+    channels, size = int(cfg.dataset.in_channels), int(cfg.dataset.image_size)
+    shrink = [
+        "dataset=synthetic",
+        f"dataset.in_channels={channels}",
+        f"dataset.image_size={size}",
+        f"dataset.mean=[{','.join(['0.5'] * channels)}]",
+        f"dataset.std=[{','.join(['0.3'] * channels)}]",
+        "model.width=0.0625",
+        "train.epochs=1",
+        "hessian.samples=32",
+        "selector.samples=32",
+        "update.max_steps=3",
+        "logger=none",
+    ]
+    if "max_iter" in cfg.solver:
+        shrink.append("solver.max_iter=5")
+    if "power_iters" in cfg.solver:
+        shrink.append("solver.power_iters=2")
+    if "lissa" in cfg.method:  # koh's and second-order's own LiSSA depth
+        shrink.append("method.lissa.max_iter=5")
+    return shrink
+
+
+def _one_job_per_method(experiment: str, profile: str) -> list[list[str]]:
+    """The first job of the experiment's sweep for each method in it (composing only the sweep's
+    parameters, not each of its jobs)."""
+    first: dict[str | None, list[str]] = {}
+    for job in results.sweep_jobs([f"experiment={experiment}", f"profile={profile}"]):
+        method = next((o.split("=", 1)[1] for o in job if o.startswith("method=")), None)
+        first.setdefault(method, job)
+    return list(first.values())
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_method_of_every_experiment_writes_an_ok_row(experiment, profile, tmp_path):
+    base = [f"experiment={experiment}", f"profile={profile}", f"paths.root={tmp_path}"]
+    jobs = _one_job_per_method(experiment, profile)
+    expected = {"quickstart": 1, "fig3": 1}.get(experiment, 6)
+    assert len(jobs) == expected, jobs
+    for job in jobs:
+        own = results.compose([*base, *job])
+        cfg = results.compose([*base, *job, *_shrunk(own)])
+        assert (cfg.solver.name, cfg.train.name, cfg.model.name, cfg.task.name) == (
+            own.solver.name,
+            own.train.name,
+            own.model.name,
+            own.task.name,
+        )
+        assert cfg["update"].rate == own["update"].rate and cfg.task.stop_self_acc == own.task.stop_self_acc
+        row = runner.run(cfg)
+        assert row["status"] == "ok", (job, row.get("error"))
+        assert row["solver"] == own.solver.name and row["method"] == cfg.method.name
+        if cfg.method.name != "retrain":
+            assert 1 <= row["steps"] <= 3 and row["hvps"] > 0
+
+
+def test_the_papers_command_on_digits(tmp_path):
+    """``python -m gif_bench task=class_removal method=gif mr=0.05`` with digits for CIFAR-10:
+    the paper's solver (modified LiSSA), recipe, model and rate; only the width, epochs, LiSSA
+    iterations, Hessian sample and steps are small."""
+    args = [
+        "task=class_removal",
+        "method=gif",
+        "mr=0.05",
+        "dataset=digits",
+        "model.width=0.125",
+        "train.epochs=2",
+        "logger=none",
+        "device=cpu",
+        "solver.max_iter=10",
+        "solver.power_iters=5",
+        "hessian.samples=64",
+        "update.max_steps=5",
+        f"paths.root={tmp_path}",
+    ]
+    proc = run_cli(*args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (path,) = (tmp_path / "results" / "default").glob("*.json")
+    row = json.loads(path.read_text())
+    assert row["status"] == "ok" and row["solver"] == "lissa" and row["train_recipe"] == "paper"
+    assert row["model"] == "vgg11" and row["update_rate"] == 0.06 and row["solver_iterations"] >= 1
+    assert "FutureWarning" not in proc.stderr + proc.stdout
