@@ -11,7 +11,7 @@ from gif_bench import influence, runner
 from gif_bench.influence import tree
 from gif_bench.influence.hvp import math_attention
 from gif_bench.influence.selectors import block_parameters
-from gif_bench.models import CifarResNet18
+from gif_bench.models import cifar_resnet18
 
 
 class TinyTransformer(nn.Module):
@@ -57,7 +57,7 @@ def _transformer_problem():
 
 def _resnet_problem():
     torch.manual_seed(0)
-    model = CifarResNet18(in_channels=3, num_classes=4, width=1 / 32).double().eval()
+    model = cifar_resnet18(in_channels=3, num_classes=4, width=1 / 32).double().eval()
     with torch.no_grad():  # running statistics that are not the identity
         for m in model.modules():
             if isinstance(m, nn.BatchNorm2d):
@@ -237,4 +237,3 @@ def test_a_harness_run_with_resnet18(make_cfg):
     row = runner.run(make_cfg("model=resnet18", "model.width=0.0625"))
     assert row["status"] == "ok" and row["model"] == "resnet18" and 0 < row["n_selected"] < row["n_params"]
     assert row["solver_hvp"] == "restricted linearize"
-

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 from torch import nn
-from torchvision.models.resnet import BasicBlock, ResNet
 
 # The paper's CIFAR VGG-11: numbers are 3×3 conv widths, "M" a 2×2 max-pool.
 VGG11_LAYERS = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
@@ -81,7 +80,7 @@ class MLP(nn.Module):
         return self.net(x)
 
 
-class CifarResNet18(ResNet):
+def cifar_resnet18(in_channels: int = 3, num_classes: int = 10, width: float = 1.0) -> nn.Module:
     """torchvision's ResNet-18 with the CIFAR stem: a 3×3 stride-1 first convolution and no
     max-pool, so a 32×32 input reaches the last stage at 4×4 (He et al. 2016, §4.2; the
     usual CIFAR ResNet-18 of the unlearning literature).
@@ -90,25 +89,26 @@ class CifarResNet18(ResNet):
     each); at ``width=1`` with 3 input channels and 10 classes it has 11,173,962 parameters.
     The blocks are torchvision's own ``BasicBlock``s, initialised as torchvision does.
     """
+    from torchvision.models.resnet import BasicBlock, ResNet  # imported on use: torchvision is slow to load
 
-    def __init__(self, in_channels: int = 3, num_classes: int = 10, width: float = 1.0):
-        super().__init__(BasicBlock, [2, 2, 2, 2], num_classes=num_classes)
-        c = [max(1, round(w * width)) for w in (64, 128, 256, 512)]
-        self.inplanes = c[0]
-        self.conv1 = nn.Conv2d(in_channels, c[0], kernel_size=3, stride=1, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(c[0])
-        self.maxpool = nn.Identity()
-        self.layer1 = self._make_layer(BasicBlock, c[0], 2)
-        self.layer2 = self._make_layer(BasicBlock, c[1], 2, stride=2)
-        self.layer3 = self._make_layer(BasicBlock, c[2], 2, stride=2)
-        self.layer4 = self._make_layer(BasicBlock, c[3], 2, stride=2)
-        self.fc = nn.Linear(c[3], num_classes)
-        for m in self.modules():  # torchvision's initialisation, for the replaced layers
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+    model = ResNet(BasicBlock, [2, 2, 2, 2], num_classes=num_classes)
+    c = [max(1, round(w * width)) for w in (64, 128, 256, 512)]
+    model.inplanes = c[0]
+    model.conv1 = nn.Conv2d(in_channels, c[0], kernel_size=3, stride=1, padding=1, bias=False)
+    model.bn1 = nn.BatchNorm2d(c[0])
+    model.maxpool = nn.Identity()
+    model.layer1 = model._make_layer(BasicBlock, c[0], 2)
+    model.layer2 = model._make_layer(BasicBlock, c[1], 2, stride=2)
+    model.layer3 = model._make_layer(BasicBlock, c[2], 2, stride=2)
+    model.layer4 = model._make_layer(BasicBlock, c[3], 2, stride=2)
+    model.fc = nn.Linear(c[3], num_classes)
+    for m in model.modules():  # torchvision's initialisation, for the replaced layers
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+    return model
 
 
 MODELS = ("vgg11", "small_cnn", "resnet18", "mlp")
@@ -121,7 +121,7 @@ def build(cfg: DictConfig, in_channels: int, num_classes: int, image_size: int) 
     if cfg.name == "small_cnn":
         return SmallCNN(in_channels, num_classes, image_size, width=float(cfg.width))
     if cfg.name == "resnet18":
-        return CifarResNet18(in_channels, num_classes, width=float(cfg.width))
+        return cifar_resnet18(in_channels, num_classes, width=float(cfg.width))
     if cfg.name == "mlp":
         return MLP(in_channels * image_size**2, tuple(cfg.hidden), num_classes)
     raise ValueError(f"model={cfg.name} is not one of {', '.join(MODELS)}")

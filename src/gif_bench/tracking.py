@@ -21,7 +21,19 @@ def has_credentials() -> bool:
     file or ``.netrc``) without asking for them and without the network."""
     import wandb
 
-    return bool(wandb.login(verify=False, prompt=False))
+    try:
+        return bool(wandb.login(verify=False, prompt=False))
+    except TypeError:  # a wandb before login(prompt=...): look where it would, without asking
+        import netrc
+        from urllib.parse import urlparse
+
+        if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+            return True
+        host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+        try:
+            return netrc.netrc(os.environ.get("NETRC")).authenticators(host) is not None
+        except (OSError, netrc.NetrcParseError):
+            return False
 
 
 def init_wandb(cfg: DictConfig, root: Path, **kwargs: Any):

@@ -210,16 +210,22 @@ def solve(
         mask = _full_mask(params)
     else:
         mask = {k: mask[k].to(device=params[k].device, dtype=torch.bool) for k in params}
+    restricted_by = model if method in ("gif", "freezing") else None
+    products = None if solver == "exact" else _Products(loss, params, mask, hvp, restricted_by)
+    delta, info = _solve(method, loss, params, grad, mask, solver, products, options)
+    return (delta, info) if return_info else delta
+
+
+def _solve(method, loss, params, grad, mask, solver, products: _Products | None, options) -> tuple[Params, SolveInfo]:
+    """``solve`` on normalised arguments, with the products (and so their trace) given."""
     if solver == "exact":
         n = sum(t.numel() for t in params.values())
         if n > EXACT_MAX_PARAMS:
             raise ValueError(f"solver='exact' builds an n×n Hessian: n={n:,} is over {EXACT_MAX_PARAMS:,}")
-        delta, info = _exact(method, loss, params, grad, mask)
-    else:
-        products = _Products(loss, params, mask, hvp, model if method in ("gif", "freezing") else None)
-        delta, info = _iterative(method, products, grad, solver, options)
-        info.hvp = products.form()
-    return (delta, info) if return_info else delta
+        return _exact(method, loss, params, grad, mask)
+    delta, info = _iterative(method, products, grad, solver, options)
+    info.hvp = products.form()
+    return delta, info
 
 
 def second_order(
@@ -232,6 +238,7 @@ def second_order(
     u: int,
     removed_hvp: HVP | None = None,
     solver: str = "cg",
+    hvp: str = "linearize",
     return_info: bool = False,
     **options: Any,
 ) -> Params | tuple[Params, SolveInfo]:
@@ -257,18 +264,28 @@ def second_order(
     and ``H_U = Σ_U [∇²f_{y'}(x) − ∇²f_y(x)]`` (f_k the k-th logit) is indefinite and unrelated
     to H.
 
-    Two solves with H (``solver`` and ``options`` as for ``solve("koh", ...)``) and one
-    product with ``H_U``; the diagnostics add up both solves and report the larger residual.
+    Two solves with H (``solver``, ``hvp`` and ``options`` as for ``solve("koh", ...)``), which
+    share one set of products (one trace), and one product with ``H_U``; the diagnostics add up
+    both solves and report the larger residual.
     """
     if not 0 <= u < m:
         raise ValueError(f"need 0 <= u < m (u = 0: a relabelling), got u={u}, m={m}")
     if (removed_loss is None) == (removed_hvp is None):
         raise ValueError("pass exactly one of removed_loss and removed_hvp")
+    if solver not in SOLVERS:
+        raise ValueError(f"solver={solver!r} is not one of {', '.join(SOLVERS)}")
     p = u / m
-    first, info1 = solve("koh", loss, params, removed_grad, solver=solver, return_info=True, **options)
+    params = {k: v.detach() for k, v in params.items()}
+    full = _full_mask(params)
+    products = None if solver == "exact" else _Products(loss, params, full, hvp, None)  # one trace, two solves
+
+    def koh(rhs: Mapping[str, Tensor]) -> tuple[Params, SolveInfo]:
+        return _solve("koh", loss, params, {k: rhs[k] for k in params}, full, solver, products, options)
+
+    first, info1 = koh(removed_grad)
     if removed_hvp is None:
         removed_hvp = hvp_fn(removed_loss, params, mode="reverse")  # one product: no trace
-    second, info2 = solve("koh", loss, params, removed_hvp(first), solver=solver, return_info=True, **options)
+    second, info2 = koh(removed_hvp(first))
     c1, c2 = (1 - 2 * p) / ((1 - p) ** 2 * m), 1 / ((1 - p) ** 2 * m**2)
     delta = {k: c1 * first[k] + c2 * second[k] for k in first}
     info = SolveInfo(

@@ -245,12 +245,16 @@ def _head_mask(
     if rest > 0 and n_full < n_heads:
         nxt = int(order[n_full])
         weights = [k for k, p in params.items() if p.dim() > 1]
-        slots = torch.cat(
-            [
-                (head_of_row[k] == nxt).reshape(-1, 1).expand(params[k].shape[0], params[k][0].numel()).flatten()
-                for k in weights
-            ]
-        ).nonzero().squeeze(1)
+        slots = (
+            torch.cat(
+                [
+                    (head_of_row[k] == nxt).reshape(-1, 1).expand(params[k].shape[0], params[k][0].numel()).flatten()
+                    for k in weights
+                ]
+            )
+            .nonzero()
+            .squeeze(1)
+        )
         picked = slots[torch.randperm(len(slots), generator=gen)[:rest]]
         flat = torch.cat([masks[k].flatten() for k in weights])
         flat[picked] = True
