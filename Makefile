@@ -6,7 +6,7 @@ REPORT_DIR ?= docs/results/$(PROFILE)
 .PHONY: test lint quickstart clean-outputs toy-figure bench reproduce-tables
 
 test:            ## the test suite (CPU, offline)
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -q -n auto   # one worker per core, one torch thread each (tests/conftest.py)
 
 lint:
 	$(PYTHON) -m ruff check src tests scripts

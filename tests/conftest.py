@@ -4,14 +4,22 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one thread per worker: two workers on two cores, no spinning
+    os.environ["OMP_NUM_THREADS"] = "1"  # the CLI runs the tests start inherit it
+    torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = str(ROOT / "conf")
 
-# A run small enough for unit tests: synthetic images, a tiny VGG, a few epochs.
+# A run small enough for unit tests: synthetic images, the paper's small CNN at 1/16 width (four
+# convolutions: its Hessian products trace in a fraction of VGG-11's time), a few epochs. The
+# experiments' own models, VGG-11 included, run in tests/test_every_experiment_runs.py.
 TINY = [
     "dataset=synthetic",
+    "model=small_cnn",
     "model.width=0.0625",
     "train=fast",
     "train.epochs=2",
@@ -48,3 +56,7 @@ def run_cli(*args: str, env: dict | None = None, timeout: int = 300) -> subproce
         text=True,
         timeout=timeout,
     )
+
+
+# TINY with a 1/16-width VGG-11 (BatchNorm buffers; more parameters than solver=exact takes)
+TINY_VGG = ("model=vgg11", "model.width=0.0625")

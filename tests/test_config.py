@@ -1,7 +1,7 @@
 """Bad input is refused before any work: one line naming the key, non-zero exit, nothing written."""
 
 import pytest
-from conftest import TINY, run_cli
+from conftest import TINY, TINY_VGG, run_cli
 from omegaconf import OmegaConf
 
 from gif_bench.config import validate
@@ -81,7 +81,7 @@ def test_exact_solver_is_refused_for_a_large_model_before_training(make_cfg, tmp
     from gif_bench.runner import run
 
     with pytest.raises(ConfigError, match=r"solver=exact: needs a model of at most 20,000 parameters"):
-        run(make_cfg("solver=exact", drop=("solver",)))
+        run(make_cfg(*TINY_VGG, "solver=exact", drop=("solver", "model")))
     assert not (tmp_path / "cache").exists() and not (tmp_path / "results").exists()
 
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 import torch
-from conftest import ROOT, TINY, run_cli
+from conftest import ROOT, TINY, TINY_VGG, run_cli
 
 from gif_bench import results, runner, train
 from gif_bench.data import Split
@@ -72,7 +72,7 @@ def test_run_writes_a_complete_row_then_skips_then_reuses_the_cache(make_cfg, tm
 
 
 def test_final_and_best_iterates_can_be_saved(make_cfg, tmp_path):
-    row = runner.run(make_cfg("save_edited=true", "update.max_steps=4"))
+    row = runner.run(make_cfg(*TINY_VGG, "save_edited=true", "update.max_steps=4", drop=("model",)))
     folder = tmp_path / "edited" / "default" / row["run_id"]
     final = torch.load(folder / "final.pt", weights_only=True)
     best = torch.load(folder / "best.pt", weights_only=True)
