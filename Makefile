@@ -17,8 +17,8 @@ quickstart:      ## the full pipeline on digits, on CPU, in a few minutes
 clean-outputs:   ## remove results, caches, W&B runs and Hydra run folders
 	find outputs -mindepth 1 ! -name .gitkeep -exec rm -rf {} +
 
-toy-figure:      ## the paper's Figure 2 toy -> docs/figures/toy_regression.png
-	$(PYTHON) -m gif_bench experiment=toy_regression paths.root=docs
+toy-figure:      ## the paper's Figure 2 toy -> docs/figures/toy_regression.png (+ its JSON in docs/results/)
+	$(PYTHON) -m gif_bench.toy --out docs
 
 bench:           ## performance suite -> BENCHMARKS.md
 	$(PYTHON) scripts/bench.py

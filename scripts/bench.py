@@ -14,22 +14,19 @@ import platform
 import resource
 import statistics
 import time
-import warnings
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
 
 from gif_bench import data as datasets
-from gif_bench import influence, models, tasks, train
+from gif_bench import editing, influence, models, quiet_torch_warnings, sweeps, tasks, train
 from gif_bench.influence import tree
 from gif_bench.influence.masked import masked_hvps
 
-# torch's forward-AD decompositions still call the deprecated torch.jit.script (torch's code, not ours)
-warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+quiet_torch_warnings()
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -210,35 +207,27 @@ def solver_table(tol: float, lissa_cap: int) -> list[tuple[str, int, float, bool
     The Krylov solvers run first; LiSSA then gets at least 5× LSQR's HVPs (``lissa_cap``
     iterations, or more), so that a LiSSA which has not converged still bounds the ratio.
     """
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=["experiment=quickstart", "logger=none"])
+    cfg = sweeps.compose(["experiment=quickstart", "logger=none"])
     device = torch.device("cpu")
     data = datasets.load(cfg.dataset, cfg.paths.data, device)
     edit = tasks.build(cfg.task, data)
     torch.manual_seed(int(cfg.seed))
     model = models.build(cfg.model, data.in_channels, data.num_classes, cfg.dataset.image_size)
     train.train_or_load(cfg, model, data, edit.train_set, device, Path(cfg.paths.root) / "cache")
-    from gif_bench.editing import _functional, removal_gradient
-
-    params = {k: v.detach() for k, v in model.named_parameters()}
-    folded = influence.fold_batchnorm(model)  # as the harness does
-    gen = torch.Generator().manual_seed(int(cfg.seed))
-    ret = edit.retained_index
-    idx = ret[torch.randperm(len(ret), generator=gen)[: cfg.hessian.samples]]
-    logits = _functional(folded)
-    xh, yh = edit.train_set.x[idx], edit.train_set.y[idx]
-
-    def loss(p):
-        return F.cross_entropy(logits(p, xh), yh)
-
-    grad = removal_gradient(folded, edit, params)
-    mask = influence.select(cfg.selector.name, model, float(cfg.mr), batch=(edit.removed.x, edit.removed.y))
+    problem = editing.setup(cfg, model, edit)  # the harness's GIF problem: Hessian sample, g, J
     rows = []
 
     def run(name: str, **options) -> None:
         start = time.perf_counter()
-        _, info = influence.solve(
-            "gif", loss, params, grad, mask=mask, solver=name, model=folded, return_info=True, **options
+        _, info = influence.solve_linear(
+            "gif",
+            problem.hessian_loss,
+            problem.params,
+            problem.grad,
+            mask=problem.mask,
+            solver=name,
+            model=problem.folded,
+            **options,
         )
         rows.append((name, info.hvps, info.residual, info.converged, time.perf_counter() - start))
 

@@ -1,3 +1,4 @@
+import importlib.resources
 import os
 import subprocess
 import sys
@@ -5,14 +6,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
+
+from gif_bench import CONFIG_MODULE
 
 if os.environ.get("PYTEST_XDIST_WORKER"):  # one thread per worker: two workers on two cores, no spinning
     os.environ["OMP_NUM_THREADS"] = "1"  # the CLI runs the tests start inherit it
     torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF = str(ROOT / "conf")
+CONF = Path(str(importlib.resources.files(CONFIG_MODULE)))  # the config tree, for tests that read one file
 
 # A run small enough for unit tests: synthetic images, the paper's small CNN at 1/16 width (four
 # convolutions: its Hessian products trace in a fraction of VGG-11's time), a few epochs. The
@@ -39,7 +42,7 @@ def make_cfg(tmp_path):
     def make(*overrides: str, root: Path | None = None, drop: tuple[str, ...] = ()):
         """Compose TINY + overrides; ``drop`` removes TINY's overrides of those keys/groups."""
         base = [o for o in TINY if o.split("=")[0].split(".")[0] not in drop]
-        with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
             return compose("config", overrides=[*base, f"paths.root={root or tmp_path}", *overrides])
 
     return make

@@ -55,10 +55,11 @@ def test_cuda_is_refused_where_there_is_none(make_cfg):
 
 
 def test_the_papers_command_composes_the_papers_setting(make_cfg):
-    from conftest import CONF
-    from hydra import compose, initialize_config_dir
+    from hydra import compose, initialize_config_module
 
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+    from gif_bench import CONFIG_MODULE
+
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
         cfg = compose("config", overrides=["task=class_removal", "method=gif", "mr=0.05"])
     assert (cfg.dataset.name, cfg.model.name, cfg.model.width, cfg.train.name) == ("cifar10", "vgg11", 1.0, "paper")
     assert (cfg.train.epochs, cfg.train.lr, cfg.train.batch_size) == (200, 0.1, 512)
@@ -123,7 +124,7 @@ def test_cli_offline_paper_command_points_to_digits(tmp_path):
 
 
 def test_run_id_ignores_paths_and_logging(make_cfg, tmp_path):
-    from gif_bench.results import run_id
+    from gif_bench.rows import run_id
 
     a = make_cfg(root=tmp_path / "a")
     b = make_cfg("logger=wandb", "force=true", root=tmp_path / "b")
@@ -162,10 +163,11 @@ def test_task_options_are_checked(make_cfg, overrides, message):
     ],
 )
 def test_launcher_group_picks_hydras_launcher(launcher, target):
-    from conftest import CONF
-    from hydra import compose, initialize_config_dir
+    from hydra import compose, initialize_config_module
 
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+    from gif_bench import CONFIG_MODULE
+
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
         cfg = compose("config", overrides=[f"launcher={launcher}"], return_hydra_config=True)
     assert cfg.hydra.launcher._target_ == target
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from conftest import CONF
 from omegaconf import OmegaConf
 
 from gif_bench import data
@@ -13,7 +14,7 @@ from gif_bench.errors import DatasetUnavailable
 
 
 def _cfg(name, **kw):
-    base = OmegaConf.load(f"conf/dataset/{name}.yaml")
+    base = OmegaConf.load(CONF / "dataset" / f"{name}.yaml")
     return OmegaConf.merge(base, kw)
 
 

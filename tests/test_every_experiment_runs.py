@@ -7,7 +7,7 @@ import json
 import pytest
 from conftest import run_cli
 
-from gif_bench import results, runner
+from gif_bench import runner, sweeps
 
 EXPERIMENTS = ("quickstart", "table1", "fig3", "table2", "label_change")
 PROFILES = ("paper", "cpu")
@@ -44,7 +44,7 @@ def _one_job_per_method(experiment: str, profile: str) -> list[list[str]]:
     """The first job of the experiment's sweep for each method in it (composing only the sweep's
     parameters, not each of its jobs)."""
     first: dict[str | None, list[str]] = {}
-    for job in results.sweep_jobs([f"experiment={experiment}", f"profile={profile}"]):
+    for job in sweeps.sweep_jobs([f"experiment={experiment}", f"profile={profile}"]):
         method = next((o.split("=", 1)[1] for o in job if o.startswith("method=")), None)
         first.setdefault(method, job)
     return list(first.values())
@@ -58,8 +58,8 @@ def test_every_method_of_every_experiment_writes_an_ok_row(experiment, profile, 
     expected = {"quickstart": 1, "fig3": 1}.get(experiment, 6)
     assert len(jobs) == expected, jobs
     for job in jobs:
-        own = results.compose([*base, *job])
-        cfg = results.compose([*base, *job, *_shrunk(own)])
+        own = sweeps.compose([*base, *job])
+        cfg = sweeps.compose([*base, *job, *_shrunk(own)])
         assert (cfg.solver.name, cfg.train.name, cfg.model.name, cfg.task.name) == (
             own.solver.name,
             own.train.name,

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from conftest import ROOT, TINY, run_cli
 
-from gif_bench import results, tables
+from gif_bench import sweeps, tables
 
 PARTIAL = ("gif", "freezing", "projecting")
 WHOLE = ("koh", "second_order", "retrain")  # every parameter: one run per seed, whatever the MR
@@ -24,12 +24,12 @@ def _cells(grid: pd.DataFrame) -> set[tuple]:
     [("paper", (0, 1, 2), "cifar10", "vgg11", 1.0), ("cpu", (0, 1), "digits", "vgg11", 0.25)],
 )
 def test_table1_sweeps_every_method_mr_and_seed(profile, seeds, dataset, model, width):
-    grid = results.expected_grid(["experiment=table1", f"profile={profile}"])
+    grid = sweeps.expected_grid(["experiment=table1", f"profile={profile}"])
     expected = {(m, mr, "highest_k_outputs", s) for m in PARTIAL for mr in (0.05, 0.15, 0.3) for s in seeds}
     expected |= {(m, 1.0, "all", s) for m in WHOLE for s in seeds}
     assert _cells(grid) == expected and len(grid) == 12 * len(seeds)
     assert set(grid["experiment"]) == {f"table1-{profile}"}
-    cfg = results.compose(["experiment=table1", f"profile={profile}", "mr=0.05", "method=gif", "seed=0"])
+    cfg = sweeps.compose(["experiment=table1", f"profile={profile}", "mr=0.05", "method=gif", "seed=0"])
     assert (cfg.dataset.name, cfg.model.name, cfg.model.width, cfg.task.name) == (
         dataset,
         model,
@@ -42,22 +42,22 @@ def test_table1_sweeps_every_method_mr_and_seed(profile, seeds, dataset, model, 
 def test_the_paper_profile_composes_every_experiment_with_its_grid():
     sizes = {}
     for experiment in ("table1", "fig3", "table2", "label_change"):
-        sizes[experiment] = len(results.expected_grid([f"experiment={experiment}", "profile=paper"]))
+        sizes[experiment] = len(sweeps.expected_grid([f"experiment={experiment}", "profile=paper"]))
     # fig3: 5 selectors x 5 MRs below 100 % + the one MR-100 % run, per seed; the tables: every
     # partial method per MR + IF, second-order and retraining once, per seed; 3 seeds
     assert sizes == {"table1": 36, "fig3": 78, "table2": 18, "label_change": 18}
-    cfg = results.compose(["experiment=table2", "method=gif", "mr=0.05", "seed=0"])
+    cfg = sweeps.compose(["experiment=table2", "method=gif", "mr=0.05", "seed=0"])
     assert (cfg.dataset.name, cfg.model.name, cfg.train.name, cfg.train.epochs) == ("mnist", "small_cnn", "mnist", 25)
     assert list(cfg.train.milestones) == [12, 18] and cfg.train.lr == 0.1 and cfg["update"].rate == 0.3
     assert cfg.hessian.samples == 2048 and cfg.task.name == "backdoor" and cfg.selector.name == "highest_k_outputs"
-    cfg = results.compose(["experiment=fig3", "selector=random", "mr=0.02", "seed=0"])
+    cfg = sweeps.compose(["experiment=fig3", "selector=random", "mr=0.02", "seed=0"])
     assert (cfg.dataset.name, cfg.model.width, cfg.method.name, cfg.task.stop_self_acc) == ("cifar10", 1.0, "gif", 0.4)
-    cpu = results.compose(["experiment=table2", "profile=cpu", "method=gif", "mr=0.05", "seed=0"])
+    cpu = sweeps.compose(["experiment=table2", "profile=cpu", "method=gif", "mr=0.05", "seed=0"])
     assert (cpu.dataset.name, cpu.model.name, cpu.train.name, cpu.device) == ("digits", "small_cnn", "fast", "cpu")
 
 
 def test_the_command_line_narrows_an_experiments_sweep():
-    grid = results.expected_grid(["experiment=table1", "profile=cpu", "seed=1", "method=gif,koh"])
+    grid = sweeps.expected_grid(["experiment=table1", "profile=cpu", "seed=1", "method=gif,koh"])
     assert _cells(grid) == {("gif", mr, "highest_k_outputs", 1) for mr in (0.05, 0.15, 0.3)} | {("koh", 1.0, "all", 1)}
 
 
@@ -172,9 +172,9 @@ def test_a_run_made_on_two_devices_counts_once():
             {"run_id": "other", "status": "ok", "test_acc": 3.0},
         ]
     )
-    chosen, missing = results.match_grid(rows, grid)
+    chosen, missing = sweeps.match_grid(rows, grid)
     assert list(chosen["test_acc"]) == [2.0] and missing.empty
-    chosen, missing = results.match_grid(rows[rows["run_id"] == "other"], grid)
+    chosen, missing = sweeps.match_grid(rows[rows["run_id"] == "other"], grid)
     assert chosen.empty and list(missing["method"]) == ["gif"]
 
 
@@ -202,3 +202,18 @@ def test_a_bad_report_request_is_one_line():
     ):
         proc = _report(*args)
         assert proc.returncode == 2 and says in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_hydras_sweep_expansion_is_where_gif_bench_reaches_for_it():
+    """gif-bench's one use of Hydra's private API; this fails if Hydra moves or changes it."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from gif_bench.sweeps import _cartesian_product
+
+    parsed = OverridesParser.create().parse_overrides(["mr=0.05,0.1", "seed=0,1", "method=gif"])
+    assert _cartesian_product(parsed) == [
+        ["mr=0.05", "seed=0", "method=gif"],
+        ["mr=0.05", "seed=1", "method=gif"],
+        ["mr=0.1", "seed=0", "method=gif"],
+        ["mr=0.1", "seed=1", "method=gif"],
+    ]

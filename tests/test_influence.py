@@ -250,3 +250,48 @@ def test_classic_lissa_with_damping_is_the_damped_inverse():
         "koh", loss, params, grad, solver="lissa", return_info=True, damping=lam, scale=s, tol=1e-13, max_iter=20000
     )
     assert info.converged and _rel(tree.flatten(delta), expected) < 1e-6
+
+
+@pytest.mark.parametrize("solver", ["cg", "lsqr", "exact"])
+def test_a_linear_method_of_ones_own_runs_through_solve_linear(solver):
+    """A method is data: damped Newton on J only, K = P_J (H + λI) P_J restricted to J, r = P_J g,
+    written as a LinearMethod from the products, against its closed form."""
+    loss, params, grad, mask = _problem(5, 0.5)
+    lam = 0.3
+    damped_block = influence.LinearMethod(
+        system=lambda k, g: (
+            (lambda v: tree.add(k.block(v), tree.scale(k.p(v), lam))),
+            (lambda u: tree.add(k.block(u), tree.scale(k.p(u), lam))),
+            k.p(g),
+        ),
+        dense=lambda h, g, cols: (h[cols][:, cols] + lam * torch.eye(len(cols), dtype=h.dtype), g[cols]),
+        place=lambda sol, cols, g: torch.zeros_like(g).index_put_((cols,), sol),
+    )
+    delta, info = influence.solve_linear(damped_block, loss, params, grad, mask=mask, solver=solver, tol=1e-12)
+    h = influence.hessian_matrix(loss, params)
+    cols = tree.flatten(mask).nonzero().squeeze(1)
+    expect = torch.zeros_like(tree.flatten(grad))
+    expect[cols] = torch.linalg.solve(
+        h[cols][:, cols] + lam * torch.eye(len(cols), dtype=h.dtype), tree.flatten(grad)[cols]
+    )
+    assert _rel(tree.flatten(delta), expect) < 1e-8 and info.converged
+
+
+def test_solve_reaches_second_order_through_the_same_mapping():
+    loss, params, grad, _ = _problem(6, 0.5)
+    removed_loss = lambda p: 3.0 * loss(p)  # noqa: E731
+    direct, _ = influence.second_order(loss, removed_loss, params, grad, m=50, u=5, solver="exact", return_info=True)
+    mapped = influence.solve("second_order", loss, params, grad, removed_loss=removed_loss, m=50, u=5, solver="exact")
+    assert list(influence.METHODS) == ["gif", "freezing", "projecting", "koh", "second_order"]
+    assert _rel(tree.flatten(mapped), tree.flatten(direct)) == 0.0
+
+
+def test_a_solver_carries_its_options():
+    loss, params, grad, mask = _problem(7, 0.5)
+    cg = influence.SOLVERS["cg"].bind(tol=1e-12, max_iter=500)
+    by_object, info = influence.solve_linear("gif", loss, params, grad, mask=mask, solver=cg)
+    by_name, _ = influence.solve_linear("gif", loss, params, grad, mask=mask, solver="cg", tol=1e-12, max_iter=500)
+    assert cg.options == {"tol": 1e-12, "max_iter": 500} and info.solver == "cg" and info.converged
+    assert _rel(tree.flatten(by_object), tree.flatten(by_name)) == 0.0
+    capped, capped_info = influence.solve_linear("gif", loss, params, grad, mask=mask, solver=cg, max_iter=2)
+    assert capped_info.iterations == 2 and not capped_info.converged  # options given at the call win

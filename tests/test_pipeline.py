@@ -11,14 +11,15 @@ import pytest
 import torch
 from conftest import ROOT, TINY, TINY_VGG, run_cli
 
-from gif_bench import results, runner, train
+from gif_bench import rows as result_rows
+from gif_bench import runner, train
 from gif_bench.data import Split
 
 
 def test_run_writes_a_complete_row_then_skips_then_reuses_the_cache(make_cfg, tmp_path):
     cfg = make_cfg()
     row = runner.run(cfg)
-    path = results.row_path(cfg)
+    path = result_rows.row_path(cfg)
     assert path.exists() and json.loads(path.read_text())["run_id"] == row["run_id"]
     assert row["status"] == "ok" and row["error"] is None
     for key in (
@@ -147,10 +148,13 @@ def test_cli_run_and_multirun(tmp_path):
     rows = [json.loads(p.read_text()) for p in (tmp_path / "results" / "default").glob("*.json")]
     assert sorted(r["mr"] for r in rows) == [0.05, 0.1]
     assert all(r["status"] == "ok" for r in rows)
-    df = results.collect(tmp_path)
+    df = result_rows.collect(tmp_path)
     assert sorted(df["mr"]) == [0.05, 0.1] and set(df["experiment"]) == {"default"}
     summary = subprocess.run(
-        [sys.executable, "scripts/summarize.py", "--root", str(tmp_path)], cwd=ROOT, capture_output=True, text=True
+        [sys.executable, "-m", "gif_bench.report", "--rows", "--root", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     assert summary.returncode == 0 and "gif" in summary.stdout and "0.05" in summary.stdout
 
@@ -245,12 +249,9 @@ def test_backdoor_rows_carry_the_attack_metrics(make_cfg):
 
 
 def test_toy_regression_figure_and_row(tmp_path):
-    from conftest import CONF
-    from hydra import compose, initialize_config_dir
+    from gif_bench import toy
 
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose("config", overrides=["experiment=toy_regression", f"paths.root={tmp_path}"])
-    row = runner.run(cfg)
+    row = toy.run(toy.Toy(), tmp_path)
     png = tmp_path / "figures" / "toy_regression.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     # freezing is the exact minimiser over J of a quadratic: it lands on the marked optimum

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from conftest import CONF
 from omegaconf import OmegaConf
 from torch import nn
 
@@ -12,13 +13,13 @@ from gif_bench.data import Split
 
 
 def _task(name, **kw):
-    base = OmegaConf.load(f"conf/task/{name}.yaml")
+    base = OmegaConf.load(CONF / "task" / f"{name}.yaml")
     return OmegaConf.merge(base, {"seed": 0}, kw)
 
 
 @pytest.fixture(scope="module")
 def digits():
-    return data.load(OmegaConf.load("conf/dataset/digits.yaml"), "unused")
+    return data.load(OmegaConf.load(CONF / "dataset" / "digits.yaml"), "unused")
 
 
 def test_checkerboard_adds_to_alternate_pixels_and_clamps():
@@ -93,7 +94,7 @@ def test_label_change_by_class_and_at_random(digits):
 
 
 def test_class_removal_retrain_set_drops_the_class(digits):
-    edit = tasks.build(OmegaConf.load("conf/task/class_removal.yaml"), digits)
+    edit = tasks.build(OmegaConf.load(CONF / "task" / "class_removal.yaml"), digits)
     retrain = edit.retrain_set()
     assert len(retrain) == edit.m - edit.u and not (retrain.y == 8).any()
 
@@ -132,7 +133,7 @@ def test_backdoor_metrics_on_hand_made_predictions():
             "attack_val": _split([10], [4]),
         },
     )
-    out = metrics.backdoor(_Lookup(answers), edit)
+    out = tasks.backdoor.evaluate(_Lookup(answers), edit)
     assert out["clean_acc"] == out["test_acc"] == 75.0  # ids 4, 5, 7 right; id 6 (a 2) predicted 9
     assert out["corrupt_acc"] == out["self_acc"] == 50.0  # ids 0 and 2 still predicted 4
     assert out["relabel_acc"] == 50.0  # ids 1 (2) and 3 (5)
@@ -154,7 +155,7 @@ def test_label_change_and_class_removal_metrics_on_hand_made_predictions():
             "val": _split([6], [0]),
         },
     )
-    out = metrics.label_change(_Lookup(answers), edit)
+    out = tasks.label_change.evaluate(_Lookup(answers), edit)
     assert out["changed_old_acc"] == out["self_acc"] == pytest.approx(200 / 3)
     assert out["changed_new_acc"] == pytest.approx(100 / 3)
     assert out["test_acc"] == pytest.approx(200 / 3) and out["val_acc"] == 100.0
@@ -170,7 +171,7 @@ def test_label_change_and_class_removal_metrics_on_hand_made_predictions():
             "val": _split([6], [0]),
         },
     )
-    out = metrics.class_removal(_Lookup(answers), removal)
+    out = tasks.class_removal.evaluate(_Lookup(answers), removal)
     assert out["test_acc"] == 100.0 and out["self_acc"] == pytest.approx(200 / 3)
     assert out["forget_test_acc"] == 50.0
     assert out["f1"] == pytest.approx(2 * 1.0 * (1 / 3) / (1 + 1 / 3))

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import shutil
 import sys
-import warnings
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from . import CONFIG_MODULE, quiet_torch_warnings
 from .errors import UserError
 
-# torch's forward-AD decompositions, loaded by the first Hessian product, still call the
-# deprecated torch.jit.script; the warning is about torch's code, and no user of ours can act on it.
-warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+quiet_torch_warnings()
 
 HYDRA_BOOKKEEPING = {".hydra", "__main__.log", "gif_bench.log"}
 
@@ -46,7 +44,7 @@ def _discard_run_dir(root: Path) -> None:
             break
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     from .runner import run
 

@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from .errors import DatasetUnavailable
+from .registry import DATASETS, DatasetSpec
 
 
 @dataclass
@@ -138,13 +139,14 @@ def _torchvision(cfg: DictConfig, data_dir: Path, seed: int):
     return x_tr, y_tr, x_te, y_te
 
 
-LOADERS = {
-    "digits": _digits,
-    "synthetic": _synthetic,
-    "cifar10": _torchvision,
-    "mnist": _torchvision,
-    "svhn": _torchvision,
-}
+for _name, _load in (
+    ("digits", _digits),
+    ("synthetic", _synthetic),
+    ("cifar10", _torchvision),
+    ("mnist", _torchvision),
+    ("svhn", _torchvision),
+):
+    DATASETS.register(DatasetSpec(_name, _load))
 
 
 def load(cfg: DictConfig, data_dir: str | Path, device: torch.device | str = "cpu") -> Data:
@@ -154,9 +156,9 @@ def load(cfg: DictConfig, data_dir: str | Path, device: torch.device | str = "cp
     split is the dataset's own test set where it has one, else a stratified
     ``cfg.test_fraction`` of all images.
     """
-    if cfg.name not in LOADERS:
-        raise DatasetUnavailable(f"dataset={cfg.name} is not one of {', '.join(LOADERS)}")
-    x_tr, y_tr, x_te, y_te = LOADERS[cfg.name](cfg, Path(data_dir), cfg.split_seed)
+    if cfg.name not in DATASETS:
+        raise DatasetUnavailable(f"dataset={cfg.name} is not one of {', '.join(DATASETS)}")
+    x_tr, y_tr, x_te, y_te = DATASETS[cfg.name].load(cfg, Path(data_dir), cfg.split_seed)
     train_idx, val_idx = _stratified_split(y_tr, cfg.val_fraction, cfg.split_seed)
     mean = torch.tensor(list(cfg.mean), dtype=torch.float32).view(1, -1, 1, 1)
     std = torch.tensor(list(cfg.std), dtype=torch.float32).view(1, -1, 1, 1)

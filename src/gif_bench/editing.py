@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from . import influence
 from .data import batches
 from .influence import tree
+from .registry import METHODS, MethodSpec
 from .tasks import Edit
 
 
@@ -83,26 +84,55 @@ def removal_gradient(model: nn.Module, edit: Edit, params: dict[str, Tensor], ch
     return tree.scale(grad, 1.0 / (edit.m - edit.u))
 
 
-def influence_direction(cfg: DictConfig, model: nn.Module, edit: Edit) -> Direction:
-    """Select J and solve for Δθ on a fixed Hessian sample of retained training examples.
+@dataclass
+class Problem:
+    """An edit posed for an influence method, as the harness poses it for every method.
 
-    ``second_order`` follows Basu et al. instead: its H is taken on a sample of the whole
-    training set and its ``H_U`` on a sample of U scaled up to the sum over U — the
-    Gauss–Newton part of U's Hessian (``method.hessian_u=gauss_newton``) or all of it
-    (``exact``). For a relabelling, U's loss is ``Σ_U [ℓ(z) − ℓ(z')]`` throughout (g, G and
-    H_U): the change of the training loss the edit undoes.
+    ``params`` is θ̂; ``folded`` the model with BatchNorm folded (the same function, cheaper
+    derivatives) and ``logits(p, x)`` its functional form; ``hessian_loss`` the mean loss on
+    the fixed Hessian sample; ``grad`` the right-hand side g (:func:`removal_gradient`);
+    ``mask`` the selector's J (every parameter for a method without a mask); ``options`` the
+    solver's options (a method's own ``lissa:`` block merged in for ``solver=lissa``);
+    ``generator`` the run's seeded generator, for any further sample a method draws.
     """
-    start = time.perf_counter()
+
+    edit: Edit
+    params: dict[str, Tensor]
+    folded: nn.Module
+    logits: Callable[[dict[str, Tensor], Tensor], Tensor]
+    hessian_loss: Callable[[dict[str, Tensor]], Tensor]
+    grad: dict[str, Tensor]
+    mask: dict[str, Tensor]
+    options: dict[str, Any]
+    generator: torch.Generator
+
+
+def solver_options(cfg: DictConfig) -> dict[str, Any]:
+    """``cfg.solver``'s options; with ``solver=lissa`` the method's own ``lissa:`` block (Koh &
+    Liang's and second-order's: classic LiSSA's damping, scale and depth) merged over them."""
+    options = {k: v for k, v in OmegaConf.to_container(cfg.solver, resolve=True).items() if k != "name"}
+    if cfg.solver.name == "lissa":
+        method_lissa = cfg.method.get("lissa")
+        if method_lissa is not None:
+            options.update(OmegaConf.to_container(method_lissa, resolve=True))
+        options.setdefault("seed", int(cfg.seed))
+    return options
+
+
+def setup(cfg: DictConfig, model: nn.Module, edit: Edit, method: MethodSpec | None = None) -> Problem:
+    """Pose ``edit`` for ``method`` (default: ``cfg.method``): draw the Hessian sample (from R,
+    or from the whole training set for ``hessian_sample="all"``) and the selector's sample of
+    U, compute g, and select J."""
+    method = method or METHODS[cfg.method.name]
     model.eval()
     gen = torch.Generator().manual_seed(int(cfg.seed))
-    second_order = cfg.method.name == "second_order"
-    pool = torch.arange(edit.m) if second_order else edit.retained_index.cpu()
+    pool = torch.arange(edit.m) if method.hessian_sample == "all" else edit.retained_index.cpu()
     h_idx = pool[torch.randperm(len(pool), generator=gen)[: cfg.hessian.samples]].to(edit.train_set.y.device)
     x_h, y_h = edit.train_set.x[h_idx], edit.train_set.y[h_idx]
     s_idx = torch.randperm(edit.u, generator=gen)[: cfg.selector.samples].to(edit.removed.y.device)
 
     params = {k: v.detach() for k, v in model.named_parameters()}
-    folded = influence.fold_batchnorm(model)  # same function, cheaper derivatives
+    folded = influence.fold_batchnorm(model)
     logits = _functional(folded)
 
     def hessian_loss(p: dict[str, Tensor]) -> Tensor:
@@ -117,55 +147,33 @@ def influence_direction(cfg: DictConfig, model: nn.Module, edit: Edit) -> Direct
         loss_fn=_edit_loss,
         seed=int(cfg.seed),
     )
-    options = {k: v for k, v in OmegaConf.to_container(cfg.solver, resolve=True).items() if k != "name"}
-    if cfg.solver.name == "lissa":
-        method_lissa = cfg.method.get("lissa")  # only koh and second_order have their own LiSSA options
-        if method_lissa is not None:
-            options.update(OmegaConf.to_container(method_lissa, resolve=True))
-        options.setdefault("seed", int(cfg.seed))
-    if cfg.method.name in ("koh", "second_order"):  # every parameter, whatever the selector chose
+    if not method.uses_mask:  # every parameter, whatever the selector chose
         mask = {k: torch.ones_like(v, dtype=torch.bool) for k, v in params.items()}
-    if second_order:
-        u_idx = torch.randperm(edit.u, generator=gen)[: cfg.hessian.samples].to(edit.removed.y.device)
-        x_u, y_u = _edit_batch(edit, u_idx)
+    return Problem(edit, params, folded, logits, hessian_loss, grad, mask, solver_options(cfg), gen)
 
-        def removed_output_loss(z: Tensor) -> Tensor:  # ≈ Σ_{z∈U} ℓ(z) [− ℓ(z')] from a sample of U
-            return _edit_loss(z, y_u, reduction="sum") * (edit.u / len(u_idx))
 
-        def removed_logits(p: dict[str, Tensor]) -> Tensor:
-            return logits(p, x_u)
+def solve_library_method(cfg: DictConfig, problem: Problem) -> tuple[dict[str, Tensor], influence.SolveInfo]:
+    """Δθ of ``cfg.method`` by :func:`gif_bench.influence.solve_linear` (the library's own
+    methods, whose config name is their library name)."""
+    return influence.solve_linear(
+        cfg.method.name,
+        problem.hessian_loss,
+        problem.params,
+        problem.grad,
+        mask=problem.mask,
+        solver=cfg.solver.name,
+        model=problem.folded,
+        **problem.options,
+    )
 
-        removed_loss, removed_hvp = None, None
-        if cfg.method.hessian_u == "gauss_newton":  # built on use, after the first solve, as the exact one is
-            removed_hvp = lambda v: influence.ggn_fn(removed_logits, removed_output_loss, params)(v)  # noqa: E731
-        else:
-            removed_loss = lambda p: removed_output_loss(removed_logits(p))  # noqa: E731
-        removed_sum = tree.scale(grad, float(edit.m - edit.u))  # G = Σ_U ∇ℓ
-        delta, info = influence.second_order(
-            hessian_loss,
-            removed_loss,
-            params,
-            removed_sum,
-            removed_hvp=removed_hvp,
-            m=edit.m,
-            u=edit.u if edit.corrected is None else 0,  # a relabelling removes nothing
-            solver=cfg.solver.name,
-            return_info=True,
-            **options,
-        )
-    else:
-        delta, info = influence.solve(
-            cfg.method.name,
-            hessian_loss,
-            params,
-            grad,
-            mask=mask,
-            solver=cfg.solver.name,
-            model=folded,
-            return_info=True,
-            **options,
-        )
-    return Direction(delta, mask, info, time.perf_counter() - start)
+
+def influence_direction(cfg: DictConfig, model: nn.Module, edit: Edit) -> Direction:
+    """Pose the edit (:func:`setup`) and solve for Δθ with ``cfg.method``'s ``direction``."""
+    start = time.perf_counter()
+    method = METHODS[cfg.method.name]
+    problem = setup(cfg, model, edit, method)
+    delta, info = method.direction(cfg, problem)
+    return Direction(delta, problem.mask, info, time.perf_counter() - start)
 
 
 def apply_updates(

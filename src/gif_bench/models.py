@@ -5,6 +5,10 @@ from __future__ import annotations
 from omegaconf import DictConfig
 from torch import nn
 
+from .checks import get, number
+from .errors import ConfigError
+from .registry import MODELS, ModelSpec
+
 # The paper's CIFAR VGG-11: numbers are 3×3 conv widths, "M" a 2×2 max-pool.
 VGG11_LAYERS = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
 
@@ -111,20 +115,32 @@ def cifar_resnet18(in_channels: int = 3, num_classes: int = 10, width: float = 1
     return model
 
 
-MODELS = ("vgg11", "small_cnn", "resnet18", "mlp")
+def _width(cfg: DictConfig) -> None:
+    number(cfg, "model.width", 0.0, lo_open=True)
+
+
+def _vgg11(cfg: DictConfig) -> None:
+    _width(cfg)
+    if get(cfg, "dataset.image_size") != 32:
+        raise ConfigError(f"dataset.image_size={get(cfg, 'dataset.image_size')}", "model=vgg11 needs 32")
+
+
+for _spec in (
+    ModelSpec(
+        "vgg11", lambda cfg, c, k, s: VGG(VGG11_LAYERS, width=float(cfg.width), in_channels=c, num_classes=k), _vgg11
+    ),
+    ModelSpec("small_cnn", lambda cfg, c, k, s: SmallCNN(c, k, s, width=float(cfg.width)), _width),
+    ModelSpec("resnet18", lambda cfg, c, k, s: cifar_resnet18(c, k, width=float(cfg.width)), _width),
+    ModelSpec("mlp", lambda cfg, c, k, s: MLP(c * s**2, tuple(cfg.hidden), k)),
+):
+    MODELS.register(_spec)
 
 
 def build(cfg: DictConfig, in_channels: int, num_classes: int, image_size: int) -> nn.Module:
     """Instantiate ``cfg.name`` for the dataset's channels, classes and image size."""
-    if cfg.name == "vgg11":
-        return VGG(VGG11_LAYERS, width=float(cfg.width), in_channels=in_channels, num_classes=num_classes)
-    if cfg.name == "small_cnn":
-        return SmallCNN(in_channels, num_classes, image_size, width=float(cfg.width))
-    if cfg.name == "resnet18":
-        return cifar_resnet18(in_channels, num_classes, width=float(cfg.width))
-    if cfg.name == "mlp":
-        return MLP(in_channels * image_size**2, tuple(cfg.hidden), num_classes)
-    raise ValueError(f"model={cfg.name} is not one of {', '.join(MODELS)}")
+    if cfg.name not in MODELS:
+        raise ValueError(f"model={cfg.name} is not one of {', '.join(MODELS)}")
+    return MODELS[cfg.name].build(cfg, in_channels, num_classes, image_size)
 
 
 def n_params(model: nn.Module) -> int:

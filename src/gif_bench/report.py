@@ -1,6 +1,7 @@
-"""Tables and figures of one experiment's sweep.
+"""Tables and figures of one experiment's sweep, or a listing of result rows.
 
     python -m gif_bench.report experiment=table1 [profile=cpu] [overrides ...] [--out DIR]
+    python -m gif_bench.report --rows [--root outputs] [--experiment quickstart]
 
 Takes the same overrides as the sweep (``python -m gif_bench experiment=table1 ...``), works
 out every run that sweep launches, collects their rows from ``paths.root``, lists the cells
@@ -8,6 +9,9 @@ that have no ``ok`` row (exit status 1 unless ``--allow-missing``), and writes
 ``<name>.md`` / ``.csv`` / ``.tex`` and PNG figures to ``--out`` (default
 ``<paths.root>/reports``). With the W&B logger the tables and figures are also logged, as a
 ``wandb.Table`` and images, to a run of the experiment's group with job type ``report``.
+
+``--rows`` prints every result row under ``--root`` (one experiment with ``--experiment``) as
+a Markdown table of the common columns and each task's columns.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from . import plots, results, storage, tables, tracking
+from . import plots, rows, storage, sweeps, tables, tracking
+from .registry import TASKS
 
 
 def _cpu_model() -> str:
@@ -42,14 +47,14 @@ def machine() -> str:
     return f"{platform.system()} {cpu}, {os.cpu_count()} CPU cores{gpu}; torch {torch.__version__}"
 
 
-def _header(name: str, overrides: list[str], rows: pd.DataFrame, grid: pd.DataFrame, iterate: str) -> str:
-    devices = ", ".join(sorted(set(rows["device"]))) if len(rows) else "–"
-    compute = pd.to_numeric(rows.get("total_seconds", pd.Series(dtype=float))).sum() / 60
+def _header(name: str, overrides: list[str], found: pd.DataFrame, grid: pd.DataFrame, iterate: str) -> str:
+    devices = ", ".join(sorted(set(found["device"]))) if len(found) else "–"
+    compute = pd.to_numeric(found.get("total_seconds", pd.Series(dtype=float))).sum() / 60
     return (
         f"# {name}\n\n"
         f"- sweep: `python -m gif_bench {' '.join(overrides)}`\n"
         f"- table: `python -m gif_bench.report {' '.join(overrides)}`\n"
-        f"- {len(rows)} of {_runs(len(grid))} collected; iterate: {iterate} "
+        f"- {len(found)} of {_runs(len(grid))} collected; iterate: {iterate} "
         f"({'chosen on validation' if iterate == 'best' else 'the last step'}); mean ± std over seeds\n"
         f"- runs on: {devices}; run time of the runs (training included): {compute:.1f} min\n"
         f"- report made {dt.datetime.now().isoformat(timespec='seconds')} on {machine()}\n\n"
@@ -62,31 +67,31 @@ def _runs(n: int) -> str:
 
 def build(overrides: list[str], out: Path | None = None, iterate: str = "best") -> dict:
     """Write the experiment's tables and figures; returns what was written and what is missing."""
-    grid = results.expected_grid(overrides)
-    cfg = results.compose(results.sweep_jobs(overrides)[0])  # paths, task and logger are not swept
+    grid = sweeps.expected_grid(overrides)
+    cfg = sweeps.compose(sweeps.sweep_jobs(overrides)[0])  # paths, task and logger are not swept
     name = str(grid["experiment"].iloc[0])
     task = str(cfg.task.name)
-    rows, missing = results.match_grid(results.collect(cfg.paths.root, name), grid)
+    found, missing = sweeps.match_grid(rows.collect(cfg.paths.root, name), grid)
     out = Path(out) if out is not None else Path(cfg.paths.root) / "reports"
     written: dict[str, Path] = {}
-    header = _header(name, overrides, rows, grid, iterate)
+    header = _header(name, overrides, found, grid, iterate)
     if missing.empty:
         gap = ""
     else:
         gap = f"**Incomplete: {_runs(len(missing))} missing**\n\n{missing.to_markdown(index=False)}\n\n"
-    if rows.empty:
+    if found.empty:
         return {"name": name, "written": written, "missing": missing, "table": None}
 
     if grid.loc[grid["selector"] != "all", "selector"].nunique() > 1:  # the sweep compares selectors
-        table = tables.selector_table(rows, iterate)
+        table = tables.selector_table(found, iterate)
         markdown = tables.selector_table_markdown(table)
         latex = tables.selector_table_latex(table)
-        written["figure"] = plots.selector_study(rows, out / f"{name}.png", iterate, title=f"{name}: test accuracy")
+        written["figure"] = plots.selector_study(found, out / f"{name}.png", iterate, title=f"{name}: test accuracy")
     else:
-        table = tables.summarize(rows, task, iterate)
+        table = tables.summarize(found, task, iterate)
         markdown = tables.to_markdown(table, task)
         latex = tables.to_latex(table, task)
-        written["figure"] = plots.trajectories(rows, out / f"{name}-trajectories.png", title=f"{name}: trajectories")
+        written["figure"] = plots.trajectories(found, out / f"{name}-trajectories.png", title=f"{name}: trajectories")
     written["markdown"] = storage.write_text(out / f"{name}.md", header + gap + markdown + "\n")
     written["latex"] = storage.write_text(out / f"{name}.tex", latex)
     written["csv"] = storage.write_atomic(out / f"{name}.csv", lambda tmp: table.to_csv(tmp, index=False))
@@ -105,13 +110,42 @@ def _log_to_wandb(cfg, name: str, table: pd.DataFrame, written: dict[str, Path])
     run.finish()
 
 
+ROW_COLUMNS = ("experiment", "task", "method", "selector", "solver", "mr", "seed", "status")
+ROW_FIGURES = ("before_test_acc", "test_acc", "before_self_acc", "self_acc")
+ROW_COSTS = ("retrain_test_acc", "gap_to_retrain", "steps", "hvps", "solver_residual", "update_seconds")
+
+
+def row_listing(root: str | Path, experiment: str | None = None) -> str:
+    """Every result row under ``root`` as a Markdown table: the run's settings, the common
+    figures, each task's table columns, the oracle's test accuracy and the edit's cost."""
+    found = rows.collect(root, experiment)
+    if found.empty:
+        raise ValueError(f"no result rows under {root}/results")
+    task_columns = [c.metric for task in TASKS.values() for c in task.columns if c.metric not in ROW_COSTS]
+    wanted = list(dict.fromkeys((*ROW_COLUMNS, *ROW_FIGURES, *task_columns, *ROW_COSTS)))
+    shown = found[[c for c in wanted if c in found.columns]].sort_values(["experiment", "task", "method", "mr", "seed"])
+    return shown.to_markdown(index=False, floatfmt=".3g")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gif_bench.report", description=__doc__.splitlines()[0])
-    parser.add_argument("overrides", nargs="+", help="the sweep's overrides, e.g. experiment=table1 profile=cpu")
+    parser.add_argument("overrides", nargs="*", help="the sweep's overrides, e.g. experiment=table1 profile=cpu")
     parser.add_argument("--out", type=Path, default=None, help="folder for the files (default <paths.root>/reports)")
     parser.add_argument("--iterate", choices=("best", "final"), default="best")
     parser.add_argument("--allow-missing", action="store_true", help="exit 0 even if some runs have no row")
+    parser.add_argument("--rows", action="store_true", help="list the result rows under --root instead")
+    parser.add_argument("--root", default="outputs", help="with --rows: paths.root of the runs (default outputs)")
+    parser.add_argument("--experiment", default=None, help="with --rows: only this experiment")
     args = parser.parse_args(argv)
+    if args.rows:
+        try:
+            print(row_listing(args.root, args.experiment))
+        except ValueError as err:
+            print(f"gif-bench report: error: {err}", file=sys.stderr)
+            return 1
+        return 0
+    if not args.overrides:
+        parser.error("give the sweep's overrides (e.g. experiment=table1), or --rows")
     from hydra.errors import HydraException
 
     try:

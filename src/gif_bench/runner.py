@@ -14,11 +14,12 @@ import torch
 from omegaconf import DictConfig
 
 from . import data as datasets
-from . import editing, influence, metrics, models, results, storage, tasks, tracking, train
+from . import editing, influence, metrics, models, rows, storage, tasks, tracking, train
 from .config import canonicalize, resolve_device, validate
 from .errors import ConfigError
 from .influence import tree
 from .influence.methods import EXACT_MAX_PARAMS
+from .registry import METHODS, TASKS
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +56,11 @@ def retrain_oracle(cfg: DictConfig, dataset, edit: tasks.Edit, device: torch.dev
 
 def base_row(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
     return {
-        "run_id": results.run_id(cfg),
+        "run_id": rows.run_id(cfg),
         "experiment": str(cfg.name),
         "task": cfg.task.name,
         "method": cfg.method.name,
-        "hessian_u": cfg.method.get("hessian_u"),  # second_order's curvature of U (canonicalize drops it elsewhere)
+        **{key: cfg.method.get(key) for method in METHODS.values() for key in method.keys},  # methods' own options
         "selector": cfg.selector.name,
         "solver": cfg.solver.name,
         "mr": float(cfg.mr),
@@ -81,13 +82,10 @@ def base_row(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
     }
 
 
-# per-step fields kept in a row (the task-specific ones where the task has them)
-TRAJECTORY = ("step", "self_acc", "test_acc", "val_acc", "changed_new_acc", "attack_success", "relabel_acc")
-
-
 def _influence_edit(cfg, model, edit, metric_fn, retrained, tracker, edited_root: Path, run_id: str) -> dict:
     """Select, solve and apply the update; the row's fields for the final and best iterates."""
-    reported = metrics.REPORTED[cfg.task.name]
+    task = TASKS[cfg.task.name]
+    reported = task.reported
     direction = editing.influence_direction(cfg, model, edit)
     info = direction.info
     row: dict[str, Any] = dict(
@@ -120,7 +118,7 @@ def _influence_edit(cfg, model, edit, metric_fn, retrained, tracker, edited_root
         best_step=traj.best["step"],
         reached_threshold=traj.reached_threshold,
         update_seconds=direction.seconds + traj.seconds,
-        trajectory=[{k: s[k] for k in TRAJECTORY if k in s} for s in traj.steps],
+        trajectory=[{k: s[k] for k in task.trajectory if k in s} for s in traj.steps],
     )
     if cfg.save_edited:
         final_state = {k: v.detach() for k, v in model.state_dict().items()}
@@ -135,17 +133,13 @@ def _influence_edit(cfg, model, edit, metric_fn, retrained, tracker, edited_root
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Validate, train or load, edit, evaluate, and record one configuration.
 
-    Returns the result row (also written atomically to ``results.row_path(cfg)``). A finished
+    Returns the result row (also written atomically to ``rows.row_path(cfg)``). A finished
     ``ok`` row is returned as is unless ``cfg.force``.
     """
     validate(cfg)
     canonicalize(cfg)
-    if cfg.task.name == "toy_regression":
-        from . import toy
-
-        return toy.run(cfg)
-    if not cfg.force and (done := results.finished(cfg)) is not None:
-        log.info("already done, skipping (force=true to re-run): %s", results.row_path(cfg))
+    if not cfg.force and (done := rows.finished(cfg)) is not None:
+        log.info("already done, skipping (force=true to re-run): %s", rows.row_path(cfg))
         return done
 
     started = time.perf_counter()
@@ -157,8 +151,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     edit = tasks.build(cfg.task, dataset)
     torch.manual_seed(int(cfg.seed))
     model = models.build(cfg.model, dataset.in_channels, dataset.num_classes, cfg.dataset.image_size).to(device)
-    metric_fn = metrics.TASK_METRICS[cfg.task.name]
-    reported = metrics.REPORTED[cfg.task.name]
+    task, method = TASKS[cfg.task.name], METHODS[cfg.method.name]
+    metric_fn, reported = task.metrics, task.reported
     if cfg.solver.name == "exact" and models.n_params(model) > EXACT_MAX_PARAMS:
         raise ConfigError(
             "solver=exact",
@@ -189,7 +183,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         retrained = metric_fn(oracle.model, edit)
         row.update(_prefixed("retrain_", retrained, reported))
         row.update(retrain_seconds=oracle.seconds, retrain_cached=oracle.cached)
-        if cfg.method.name == "retrain":  # the oracle is the result
+        if method.oracle:  # the oracle is the result
             row.update(_prefixed("", retrained, reported))
             row.update(_prefixed("best_", retrained, reported))
             row.update(steps=0, best_step=0, update_seconds=oracle.seconds, gap_to_retrain=0.0)
@@ -205,7 +199,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         row["total_seconds"] = time.perf_counter() - started
         tracker.summary({k: v for k, v in row.items() if k != "trajectory"})
         row["wandb_error"] = tracker.error  # W&B mirrors the row; its failures never lose it
-        path = results.write_row(cfg, row)
+        path = rows.write_row(cfg, row)
         tracker.finish(exit_code=0 if row["status"] == "ok" else 1)
     log.info(
         "%s: test_acc %.2f (before %.2f), self_acc %.2f (before %.2f) after %d steps -> %s",

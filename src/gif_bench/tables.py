@@ -11,83 +11,69 @@ import math
 
 import pandas as pd
 
-# (metric, better) per task, in the paper's column order
-COLUMNS = {
-    "class_removal": (
-        ("test_acc", "max"),
-        ("test_loss", "min"),
-        ("self_acc", "min"),
-        ("self_loss", "max"),
-        ("forget_test_acc", "min"),
-        ("f1", "max"),
-        ("gap_to_retrain", "min"),
-    ),
-    "label_change": (
-        ("test_acc", "max"),
-        ("changed_new_acc", "max"),
-        ("changed_old_acc", "min"),
-        ("f1", "max"),
-        ("gap_to_retrain", "min"),
-    ),
-    "backdoor": (
-        ("clean_acc", "max"),
-        ("relabel_acc", "max"),
-        ("attack_success", "min"),
-        ("corrupt_acc", "min"),
-        ("gap_to_retrain", "min"),
-    ),
-}
-METHOD_ORDER = ("gif", "freezing", "projecting", "koh", "second_order")
-SELECTOR_LABELS = {
-    "highest_k_outputs": "Highest-k outputs",
-    "highest_k_gradients": "Highest-k gradients",
-    "lowest_k_outputs": "Lowest-k outputs",
-    "lowest_k_gradients": "Lowest-k gradients",
-    "random": "Random",
-}
-LABELS = {
-    "before": "before the edit",
-    "gif": "GIF",
-    "freezing": "Freezing",
-    "projecting": "Projecting",
-    "koh": "Koh & Liang IF",
-    "second_order": "Second-order IF",
-    "retrain": "retrain from scratch",
-}
+from .registry import METHODS, SELECTORS, TASKS
+
+BEFORE = ("before", "before the edit")  # the reference line of the model before the edit
+
+
+def edit_methods() -> list[str]:
+    """The methods that edit the trained model, in registry order (every one but the oracle)."""
+    return [m.name for m in METHODS.values() if not m.oracle]
+
+
+def oracle() -> str:
+    """The method whose result is the retrained model (the table's last reference line)."""
+    return next(m.name for m in METHODS.values() if m.oracle)
+
+
+def label(method: str) -> str:
+    """A method's (or the ``before`` line's) label in tables and figures."""
+    if method == BEFORE[0]:
+        return BEFORE[1]
+    return METHODS[method].label if method in METHODS else method
+
+
+def selector_label(selector: str) -> str:
+    spec = SELECTORS[selector] if selector in SELECTORS else None
+    return spec.label if spec is not None and spec.label else selector
 
 
 def summarize(rows: pd.DataFrame, task: str, iterate: str = "best") -> pd.DataFrame:
     """One line per (method, selector, MR): ``<metric>_mean``, ``<metric>_std``, ``seeds``;
-    a ``before`` line first and the ``retrain`` line last; ``best`` lists the metrics whose best
+    a ``before`` line first and the oracle's (retraining's) line last; ``best`` lists the metrics whose best
     value (among the edit methods) that line holds.
 
     ``iterate``: ``best`` (the iterate chosen on validation, the paper's protocol) or
     ``final`` (the last one).
     """
-    metrics = [m for m, _ in COLUMNS[task]]
+    columns = TASKS[task].columns
+    metrics = [c.metric for c in columns]
     prefix = {"best": "best_", "final": ""}[iterate]
-    edits = rows[rows["method"] != "retrain"]
+    reference = oracle()
+    edits = rows[rows["method"] != reference]
     per_seed = rows.groupby("seed").first()  # every row of a seed has the same before_ and retrain_
-    lines = [_line("before", "", math.nan, per_seed, metrics, "before_")]
+    lines = [_line(BEFORE[0], "", math.nan, per_seed, metrics, "before_")]
     for (method, selector, mr), group in edits.groupby(["method", "selector", "mr"], sort=False):
         lines.append(_line(method, selector, mr, group, metrics, prefix))
-    lines.append(_line("retrain", "", math.nan, per_seed, metrics, "retrain_"))
+    lines.append(_line(reference, "", math.nan, per_seed, metrics, "retrain_", reference=True))
     table = pd.DataFrame(lines)
-    order = {m: i for i, m in enumerate(("before", *METHOD_ORDER, "retrain"))}
+    order = {m: i for i, m in enumerate((BEFORE[0], *edit_methods(), reference))}
     table = table.sort_values(["method", "selector", "mr"], key=lambda c: c.map(order) if c.name == "method" else c)
     table = table.reset_index(drop=True)
-    table["best"] = _best(table, COLUMNS[task])
+    table["best"] = _best(table, columns)
     return table
 
 
-def _line(method: str, selector: str, mr: float, group: pd.DataFrame, metrics, prefix: str) -> dict:
+def _line(
+    method: str, selector: str, mr: float, group: pd.DataFrame, metrics, prefix: str, reference: bool = False
+) -> dict:
     line = {"method": method, "selector": selector, "mr": mr, "seeds": len(group)}
     for m in metrics:
         col = f"{prefix}{m}"
         if m == "gap_to_retrain":  # best_gap_to_retrain / gap_to_retrain; the retrained model's is 0
             col = {"best_": "best_gap_to_retrain", "": "gap_to_retrain"}.get(prefix, "")
         values = pd.to_numeric(group[col], errors="coerce") if col in group else pd.Series(dtype=float)
-        if method == "retrain" and m == "gap_to_retrain":
+        if reference and m == "gap_to_retrain":
             values = pd.Series([0.0] * len(group))
         line[f"{m}_mean"] = values.mean() if len(values) else math.nan
         line[f"{m}_std"] = values.std(ddof=1) if len(values) > 1 else math.nan
@@ -95,9 +81,9 @@ def _line(method: str, selector: str, mr: float, group: pd.DataFrame, metrics, p
 
 
 def _best(table: pd.DataFrame, columns) -> list[str]:
-    edits = table["method"].isin(METHOD_ORDER)
+    edits = table["method"].isin(edit_methods())
     marks: list[list[str]] = [[] for _ in range(len(table))]
-    for metric, better in columns:
+    for metric, better in ((c.metric, c.better) for c in columns):
         values = table.loc[edits, f"{metric}_mean"].dropna()
         if values.empty:
             continue
@@ -118,7 +104,7 @@ def _digits(metric: str) -> int:
 
 
 def _label(line: pd.Series) -> tuple[str, str]:
-    name = LABELS.get(line["method"], line["method"])
+    name = label(line["method"])
     mr = "–" if math.isnan(line["mr"]) else f"{100 * line['mr']:g} %"
     return name, mr
 
@@ -130,7 +116,7 @@ def formatted(table: pd.DataFrame, task: str, bold: tuple[str, str]) -> pd.DataF
         name, mr = _label(line)
         cells = {"method": name, "MR": mr, "seeds": str(line["seeds"])}
         best = set(filter(None, line["best"].split(",")))
-        for metric, better in COLUMNS[task]:
+        for metric, better in ((c.metric, c.better) for c in TASKS[task].columns):
             text = _cell(line[f"{metric}_mean"], line[f"{metric}_std"], _digits(metric))
             arrow = "↑" if better == "max" else "↓"
             cells[f"{metric} {arrow}"] = f"{bold[0]}{text}{bold[1]}" if metric in best else text
@@ -159,7 +145,7 @@ def to_latex(table: pd.DataFrame, task: str) -> str:
 
 
 def _named(table: pd.DataFrame) -> pd.DataFrame:
-    return table.assign(selector=table["selector"].map(lambda s: SELECTOR_LABELS.get(s, s)))
+    return table.assign(selector=table["selector"].map(selector_label))
 
 
 def selector_table_markdown(table: pd.DataFrame) -> str:

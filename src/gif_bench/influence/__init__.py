@@ -8,16 +8,20 @@ Functions of parameter dicts via ``torch.func``: no Hydra, no I/O, no global sta
 
 from .fold import fold_batchnorm
 from .hvp import ggn_fn, gradient, hessian_matrix, hvp_fn
-from .methods import METHODS, SOLVERS, second_order, solve
+from .methods import LINEAR_METHODS, METHODS, SOLVERS, LinearMethod, Solver, System, second_order, solve, solve_linear
 from .selectors import SELECTORS, layer_budget, select, selectable_layers
 from .solvers import SolveInfo, SolverDiverged, cg, lissa, lissa_classic, lsqr, top_eigenvalue
 
 __all__ = [
+    "LINEAR_METHODS",
     "METHODS",
+    "LinearMethod",
     "SELECTORS",
     "SOLVERS",
     "SolveInfo",
+    "Solver",
     "SolverDiverged",
+    "System",
     "cg",
     "fold_batchnorm",
     "ggn_fn",
@@ -32,5 +36,6 @@ __all__ = [
     "select",
     "selectable_layers",
     "solve",
+    "solve_linear",
     "top_eigenvalue",
 ]

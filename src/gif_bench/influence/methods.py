@@ -27,7 +27,8 @@ solves the dense least-squares problem. For
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -39,8 +40,6 @@ from .masked import RestrictedUnavailable, masked_hvps
 from .solvers import SolveInfo, cg, lissa, lissa_classic, lsqr
 from .tree import Params
 
-METHODS = ("gif", "freezing", "projecting", "koh")
-SOLVERS = ("lissa", "cg", "lsqr", "exact")
 EXACT_MAX_PARAMS = 20_000  # an explicit n×n Hessian beyond this is too large to be useful
 
 
@@ -102,64 +101,143 @@ class _Products:
         return out if out is not None else self.p(self.h(self.p(v)))
 
 
-def _normal_equations(method: str, k: _Products, grad: Params):
-    """``(v ↦ KᵀK v, Kᵀ r, HVPs spent on Kᵀ r)`` of ``method``'s least-squares form."""
-    if method == "gif":
-        return (lambda v: k.rows(k.columns(v))), k.rows(grad), 1
-    if method == "freezing":
-        return (lambda v: k.block(k.block(v))), k.block(grad), 1
-    return (lambda v: k.h(k.h(v))), k.h(grad), 1  # projecting, koh: K = H
+Operator = Callable[[Mapping[str, Tensor]], Params]
 
+
+@dataclass(frozen=True)
+class LinearMethod:
+    """A method whose Δθ is the least-squares solution of ``min‖K x − r‖`` (the module table).
+
+    ``system(products, g)`` gives ``(v ↦ K v, u ↦ Kᵀ u, r)`` from the products of H (one HVP
+    each); ``dense(H, g, cols)`` the same K and r as explicit matrices (``cols``: J's flat
+    indices) and ``place(sol, cols, g)`` the dense solution as the flat Δθ. ``masked``: Δθ is
+    kept on J (``P_J x``); ``restricted``: K only needs the products of
+    :func:`~gif_bench.influence.masked.masked_hvps`; ``classic_lissa``: K = H, and
+    ``solver="lissa"`` runs Koh & Liang's LiSSA on H itself instead of the normal equations.
+    """
+
+    system: Callable[[_Products, Params], tuple[Operator, Operator, Params]]
+    dense: Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
+    place: Callable[[Tensor, Tensor, Tensor], Tensor]
+    masked: bool = True
+    restricted: bool = False
+    classic_lissa: bool = False
+
+
+def _on_j(sol: Tensor, cols: Tensor, g: Tensor) -> Tensor:  # the solution holds J's entries only
+    x = torch.zeros_like(g)
+    x[cols] = sol
+    return x
+
+
+def _projected(sol: Tensor, cols: Tensor, g: Tensor) -> Tensor:  # the full solution, kept on J
+    x = torch.zeros_like(g)
+    x[cols] = sol[cols]
+    return x
+
+
+GIF = LinearMethod(
+    system=lambda k, g: (k.columns, k.rows, g),
+    dense=lambda h, g, cols: (h[:, cols], g),
+    place=_on_j,
+    restricted=True,
+)
+FREEZING = LinearMethod(
+    system=lambda k, g: (k.block, k.block, k.p(g)),  # K is symmetric: one function serves both
+    dense=lambda h, g, cols: (h[cols][:, cols], g[cols]),
+    place=_on_j,
+    restricted=True,
+)
+PROJECTING = LinearMethod(
+    system=lambda k, g: (k.h, k.h, g),
+    dense=lambda h, g, cols: (h, g),
+    place=_projected,
+)
+KOH = LinearMethod(
+    system=lambda k, g: (k.h, k.h, g),
+    dense=lambda h, g, cols: (h, g),
+    place=lambda sol, cols, g: sol,
+    masked=False,
+    classic_lissa=True,
+)
+LINEAR_METHODS: dict[str, LinearMethod] = {"gif": GIF, "freezing": FREEZING, "projecting": PROJECTING, "koh": KOH}
 
 # Options of the modified LiSSA that classic LiSSA has no use for (it never restarts).
 _RESTART_OPTIONS = ("mu", "growth", "max_restarts", "patience")
 
 
-def _least_squares(method: str, k: _Products, grad: Params):
-    """``(v ↦ K v, u ↦ Kᵀ u, r)`` of ``method``'s least-squares form (one HVP per product)."""
-    if method == "gif":
-        return k.columns, k.rows, grad
-    if method == "freezing":
-        return k.block, k.block, k.p(grad)  # K is symmetric: one function serves both
-    return k.h, k.h, grad
+def _normal_equations(system) -> tuple[Operator, Params]:
+    op, op_t, r = system
+    return (lambda v: op_t(op(v))), op_t(r)
 
 
-def _iterative(method: str, k: _Products, grad: Params, solver: str, options) -> tuple[Params, SolveInfo]:
-    if solver == "lsqr":
-        op, op_t, r = _least_squares(method, k, grad)
-        x, info = lsqr(op, op_t, r, **options)
-        return (x if method == "koh" else k.p(x)), info
-    if method == "koh" and solver == "lissa":
+@dataclass
+class System:
+    """What a :class:`Solver` sees: the loss whose Hessian is H, θ̂, g, the mask J and the
+    products of H (``None`` for a solver that forms H itself)."""
+
+    loss: Loss
+    params: Params
+    grad: Params
+    mask: dict[str, Tensor]
+    products: _Products | None
+
+
+@dataclass(frozen=True)
+class Solver:
+    """A solver of a :class:`LinearMethod`'s least-squares problem with its options bound:
+    ``solver(method, system) -> (x, info)``; ``x`` before the method's ``P_J``.
+
+    ``SOLVERS["cg"].bind(tol=1e-3, max_iter=200)`` is conjugate gradients with those options;
+    ``solve_linear`` accepts a name (and options) or a :class:`Solver`.
+    """
+
+    name: str
+    run: Callable[..., tuple[Params, SolveInfo]]
+    options: Mapping[str, Any] = field(default_factory=dict)
+    uses_products: bool = True  # False: it forms H itself (``exact``)
+
+    def __call__(self, method: LinearMethod, system: System) -> tuple[Params, SolveInfo]:
+        return self.run(method, system, **self.options)
+
+    def bind(self, **options: Any) -> Solver:
+        """This solver with ``options`` added to (or replacing) its own."""
+        return replace(self, options={**self.options, **options})
+
+
+def _by_lissa(method: LinearMethod, system: System, **options) -> tuple[Params, SolveInfo]:
+    k, grad = system.products, system.grad
+    if method.classic_lissa:
         return lissa_classic(k.h, grad, **{key: v for key, v in options.items() if key not in _RESTART_OPTIONS})
-    normal_op, rhs, rhs_hvps = _normal_equations(method, k, grad)
-    if solver == "lissa":
-        x, info = lissa(normal_op, rhs, degree=2, hvps_per_matvec=2, **options)
-    else:
-        x, info = cg(normal_op, rhs, hvps_per_matvec=2, **options)
-    info.hvps += rhs_hvps
-    return (x if method == "koh" else k.p(x)), info
+    normal_op, rhs = _normal_equations(method.system(k, grad))
+    x, info = lissa(normal_op, rhs, degree=2, hvps_per_matvec=2, **options)
+    info.hvps += 1  # Kᵀ r
+    return x, info
 
 
-def _exact(method, loss, params, grad, mask) -> tuple[Params, SolveInfo]:
+def _by_cg(method: LinearMethod, system: System, **options) -> tuple[Params, SolveInfo]:
+    normal_op, rhs = _normal_equations(method.system(system.products, system.grad))
+    x, info = cg(normal_op, rhs, hvps_per_matvec=2, **options)
+    info.hvps += 1  # Kᵀ r
+    return x, info
+
+
+def _by_lsqr(method: LinearMethod, system: System, **options) -> tuple[Params, SolveInfo]:
+    return lsqr(*method.system(system.products, system.grad), **options)
+
+
+def _exact(method: LinearMethod, system: System, **options) -> tuple[Params, SolveInfo]:
     # Dense least squares in float64 on the CPU (CUDA's lstsq has no rank-revealing driver).
-    h = hessian_matrix(loss, params).double().cpu()
-    g = tree.flatten(grad).double().cpu()
-    cols = tree.flatten(mask).cpu().nonzero().squeeze(1)
-    if method == "gif":
-        k, r = h[:, cols], g
-    elif method == "freezing":
-        k, r = h[cols][:, cols], g[cols]
-    else:
-        k, r = h, g
+    params = system.params
+    n = sum(t.numel() for t in params.values())
+    if n > EXACT_MAX_PARAMS:
+        raise ValueError(f"solver='exact' builds an n×n Hessian: n={n:,} is over {EXACT_MAX_PARAMS:,}")
+    h = hessian_matrix(system.loss, params).double().cpu()
+    g = tree.flatten(system.grad).double().cpu()
+    cols = tree.flatten(system.mask).cpu().nonzero().squeeze(1)
+    k, r = method.dense(h, g, cols)
     sol = torch.linalg.lstsq(k, r.unsqueeze(1), driver="gelsd").solution.squeeze(1)
-    if method in ("gif", "freezing"):
-        x = torch.zeros_like(g)
-        x[cols] = sol
-    elif method == "projecting":
-        x = torch.zeros_like(g)
-        x[cols] = sol[cols]
-    else:
-        x = sol
+    x = method.place(sol, cols, g)
     normal_rhs = k.T @ r
     res = torch.linalg.vector_norm(normal_rhs - k.T @ (k @ sol))
     info = SolveInfo(solver="exact", iterations=1, converged=True, hvp="explicit Hessian")
@@ -168,23 +246,62 @@ def _exact(method, loss, params, grad, mask) -> tuple[Params, SolveInfo]:
     return tree.unflatten(x.to(device=first.device, dtype=first.dtype), params), info
 
 
+# The solvers by name: the modified LiSSA, CG and LSQR on H's products, and dense least squares.
+SOLVERS: dict[str, Solver] = {
+    "lissa": Solver("lissa", _by_lissa),
+    "cg": Solver("cg", _by_cg),
+    "lsqr": Solver("lsqr", _by_lsqr),
+    "exact": Solver("exact", _exact, uses_products=False),
+}
+
+
+def _solver(solver: str | Solver, options: Mapping[str, Any]) -> Solver:
+    if isinstance(solver, Solver):
+        return solver.bind(**options)
+    if solver not in SOLVERS:
+        raise ValueError(f"solver={solver!r} is not one of {', '.join(SOLVERS)}")
+    return SOLVERS[solver].bind(**options)
+
+
 def solve(
     method: str,
     loss: Loss,
     params: Mapping[str, Tensor],
     grad: Mapping[str, Tensor],
     *,
+    return_info: bool = False,
+    **kwargs: Any,
+) -> Params | tuple[Params, SolveInfo]:
+    """Influence update Δθ of ``method``: ``METHODS[method](loss, params, grad, **kwargs)``.
+
+    ``gif``, ``freezing``, ``projecting`` and ``koh`` take the arguments of
+    :func:`solve_linear`; ``second_order`` those of :func:`second_order` with ``grad`` its
+    ``removed_grad`` (and ``removed_loss`` or ``removed_hvp``, ``m``, ``u`` as keywords).
+    ``return_info``: also return the :class:`SolveInfo` diagnostics.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method={method!r} is not one of {', '.join(METHODS)}")
+    delta, info = METHODS[method](loss, params, grad, **kwargs)
+    return (delta, info) if return_info else delta
+
+
+def solve_linear(
+    method: str | LinearMethod,
+    loss: Loss,
+    params: Mapping[str, Tensor],
+    grad: Mapping[str, Tensor],
+    *,
     mask: Mapping[str, Tensor] | None = None,
-    solver: str = "lissa",
+    solver: str | Solver = "lissa",
     model: nn.Module | None = None,
     hvp: str = "linearize",
-    return_info: bool = False,
     **options: Any,
-) -> Params | tuple[Params, SolveInfo]:
-    """Influence update Δθ of ``method`` (see the module table); ``koh`` ignores ``mask``.
+) -> tuple[Params, SolveInfo]:
+    """``(Δθ, diagnostics)`` of a method of the module table (``koh`` ignores ``mask``).
 
     Args:
-        method: one of :data:`METHODS`.
+        method: ``"gif"``, ``"freezing"``, ``"projecting"``, ``"koh"`` (see
+            :data:`LINEAR_METHODS`), or a :class:`LinearMethod` of one's own.
         loss: ``params -> scalar``, the loss whose Hessian is H (retained training data).
         params: the trained point θ̂.
         grad: the right-hand side g, same keys and shapes as ``params``.
@@ -192,40 +309,37 @@ def solve(
         solver: ``"lissa"`` (:func:`~gif_bench.influence.solvers.lissa`), ``"cg"``
             (:func:`~gif_bench.influence.solvers.cg` on the normal equations), ``"lsqr"``
             (:func:`~gif_bench.influence.solvers.lsqr`), options passed on; or ``"exact"``
-            (explicit Hessian, dense least squares; small models only).
+            (explicit Hessian, dense least squares; small models only); or a :class:`Solver`
+            (``options`` are added to its own).
         model: the module ``loss`` evaluates, if any. With it, ``gif`` and ``freezing`` take
             their restricted products from :func:`~gif_bench.influence.masked.masked_hvps`,
             which skip the work outside J (same results, fewer FLOPs).
         hvp: how Hessian-vector products are formed, one of
             :data:`~gif_bench.influence.hvp.MODES` (see :func:`~gif_bench.influence.hvp.hvp_fn`).
-        return_info: also return the :class:`SolveInfo` diagnostics.
     """
-    if method not in METHODS:
-        raise ValueError(f"method={method!r} is not one of {', '.join(METHODS)}")
-    if solver not in SOLVERS:
-        raise ValueError(f"solver={solver!r} is not one of {', '.join(SOLVERS)}")
+    if isinstance(method, str):
+        if method not in LINEAR_METHODS:
+            raise ValueError(f"method={method!r} is not one of {', '.join(LINEAR_METHODS)}")
+        method = LINEAR_METHODS[method]
+    solver = _solver(solver, options)
     params = {k: v.detach() for k, v in params.items()}
     grad = {k: grad[k] for k in params}  # every vector in the key order of params
     if mask is None:
         mask = _full_mask(params)
     else:
         mask = {k: mask[k].to(device=params[k].device, dtype=torch.bool) for k in params}
-    restricted_by = model if method in ("gif", "freezing") else None
-    products = None if solver == "exact" else _Products(loss, params, mask, hvp, restricted_by)
-    delta, info = _solve(method, loss, params, grad, mask, solver, products, options)
-    return (delta, info) if return_info else delta
+    restricted_by = model if method.restricted else None
+    products = _Products(loss, params, mask, hvp, restricted_by) if solver.uses_products else None
+    return _solve(method, System(loss, params, grad, mask, products), solver)
 
 
-def _solve(method, loss, params, grad, mask, solver, products: _Products | None, options) -> tuple[Params, SolveInfo]:
-    """``solve`` on normalised arguments, with the products (and so their trace) given."""
-    if solver == "exact":
-        n = sum(t.numel() for t in params.values())
-        if n > EXACT_MAX_PARAMS:
-            raise ValueError(f"solver='exact' builds an n×n Hessian: n={n:,} is over {EXACT_MAX_PARAMS:,}")
-        return _exact(method, loss, params, grad, mask)
-    delta, info = _iterative(method, products, grad, solver, options)
-    info.hvp = products.form()
-    return delta, info
+def _solve(method: LinearMethod, system: System, solver: Solver) -> tuple[Params, SolveInfo]:
+    """``solve_linear`` on normalised arguments, with the products (and so their trace) given."""
+    x, info = solver(method, system)
+    if system.products is None:
+        return x, info
+    info.hvp = system.products.form()
+    return (system.products.p(x) if method.masked else x), info
 
 
 def second_order(
@@ -237,7 +351,7 @@ def second_order(
     m: int,
     u: int,
     removed_hvp: HVP | None = None,
-    solver: str = "cg",
+    solver: str | Solver = "cg",
     hvp: str = "linearize",
     return_info: bool = False,
     **options: Any,
@@ -264,7 +378,8 @@ def second_order(
     and ``H_U = Σ_U [∇²f_{y'}(x) − ∇²f_y(x)]`` (f_k the k-th logit) is indefinite and unrelated
     to H.
 
-    Two solves with H (``solver``, ``hvp`` and ``options`` as for ``solve("koh", ...)``), which
+    Two solves with H (``solver``, ``hvp`` and ``options`` as for :func:`solve_linear` with
+    ``koh``), which
     share one set of products (one trace), and one product with ``H_U``; the diagnostics add up
     both solves and report the larger residual.
     """
@@ -272,15 +387,14 @@ def second_order(
         raise ValueError(f"need 0 <= u < m (u = 0: a relabelling), got u={u}, m={m}")
     if (removed_loss is None) == (removed_hvp is None):
         raise ValueError("pass exactly one of removed_loss and removed_hvp")
-    if solver not in SOLVERS:
-        raise ValueError(f"solver={solver!r} is not one of {', '.join(SOLVERS)}")
+    solver = _solver(solver, options)
     p = u / m
     params = {k: v.detach() for k, v in params.items()}
     full = _full_mask(params)
-    products = None if solver == "exact" else _Products(loss, params, full, hvp, None)  # one trace, two solves
+    products = _Products(loss, params, full, hvp, None) if solver.uses_products else None  # one trace, two solves
 
     def koh(rhs: Mapping[str, Tensor]) -> tuple[Params, SolveInfo]:
-        return _solve("koh", loss, params, {k: rhs[k] for k in params}, full, solver, products, options)
+        return _solve(KOH, System(loss, params, {k: rhs[k] for k in params}, full, products), solver)
 
     first, info1 = koh(removed_grad)
     if removed_hvp is None:
@@ -299,3 +413,22 @@ def second_order(
         hvp=info1.hvp if info1.hvp == info2.hvp else f"{info1.hvp}; second solve {info2.hvp}",
     )
     return (delta, info) if return_info else delta
+
+
+def _second_order_entry(loss: Loss, params, grad, *, removed_loss: Loss | None = None, **kwargs):
+    return second_order(loss, removed_loss, params, grad, return_info=True, **kwargs)
+
+
+def _linear_entry(method: str):
+    def entry(loss: Loss, params, grad, **kwargs):
+        return solve_linear(method, loss, params, grad, **kwargs)
+
+    entry.__name__ = entry.__qualname__ = f"solve_{method}"
+    return entry
+
+
+# ``solve``'s methods: name -> ``(loss, params, grad, **options) -> (Δθ, SolveInfo)``.
+METHODS: dict[str, Callable[..., tuple[Params, SolveInfo]]] = {
+    **{name: _linear_entry(name) for name in LINEAR_METHODS},
+    "second_order": _second_order_entry,
+}

@@ -1,74 +1,26 @@
-"""Result rows: one JSON file per run under ``<paths.root>/results/<experiment>/<run_id>.json``."""
+"""Sweeps: the jobs a multirun launches, and the grid of distinct runs a report expects.
+
+``compose`` gives the config ``python -m gif_bench <overrides>`` would run; ``sweep_jobs`` the
+jobs of a multirun, as Hydra's basic sweeper would launch them.
+"""
 
 from __future__ import annotations
 
-import json
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from . import storage
-
-# Keys that change where or how a run is recorded, not what it computes.
-NOT_IN_RUN_ID = ("paths", "logger", "force", "save_edited", "hydra", "profile")
-
-
-def run_id(cfg: DictConfig) -> str:
-    """Hash of the resolved config without the keys of :data:`NOT_IN_RUN_ID`; ``device: auto`` is
-    replaced by the device type it resolves to, so CPU and GPU results are kept apart."""
-    from .config import resolve_device
-
-    spec = OmegaConf.to_container(cfg, resolve=True)
-    for key in NOT_IN_RUN_ID:
-        spec.pop(key, None)
-    spec["device"] = resolve_device(str(cfg.device)).type
-    return storage.digest(spec, length=12)
-
-
-def row_path(cfg: DictConfig) -> Path:
-    return Path(cfg.paths.root) / "results" / str(cfg.name) / f"{run_id(cfg)}.json"
-
-
-def read_row(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
-def finished(cfg: DictConfig) -> dict[str, Any] | None:
-    """The existing ``ok`` row of this configuration, if there is one."""
-    row = read_row(row_path(cfg))
-    return row if row and row.get("status") == "ok" else None
-
-
-def write_row(cfg: DictConfig, row: dict[str, Any]) -> Path:
-    return storage.write_json(row_path(cfg), row)
-
-
-def collect(root: str | Path, experiment: str | None = None):
-    """Every result row under ``<root>/results`` (optionally one experiment) as a DataFrame.
-
-    Unreadable files are skipped; the per-step ``trajectory`` column is kept as lists.
-    """
-    import pandas as pd
-
-    folder = Path(root) / "results"
-    pattern = f"{experiment}/*.json" if experiment else "*/*.json"
-    rows = [row for path in sorted(folder.glob(pattern)) if (row := read_row(path)) is not None]
-    return pd.DataFrame(rows)
+from . import CONFIG_MODULE
 
 
 @contextmanager
 def _composer():
     """A function composing the config ``python -m gif_bench <overrides>`` would run, valid
     inside the ``with`` block (Hydra's global state is restored after it)."""
-    from hydra import compose, initialize_config_dir
+    from hydra import compose, initialize_config_module
 
-    conf = Path(__file__).resolve().parents[2] / "conf"
-    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
         yield lambda overrides, hydra=False: compose("config", overrides=list(overrides), return_hydra_config=hydra)
 
 
@@ -85,13 +37,23 @@ def sweep_jobs(overrides: list[str]) -> list[list[str]]:
     them (a key given on both takes the command line's values), combined as Hydra's basic
     sweeper combines them: the Cartesian product, last key varying fastest.
     """
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parser = OverridesParser.create()
     fixed = [o.input_line for o in parser.parse_overrides(list(overrides)) if not o.is_sweep_override()]
     params = [f"{k}={v}" for k, v in (compose(fixed, hydra=True).hydra.sweeper.params or {}).items()]
     parsed = parser.parse_overrides(params + list(overrides))
+    return _cartesian_product(parsed)
+
+
+def _cartesian_product(parsed: list) -> list[list[str]]:
+    """Hydra's basic sweeper's expansion of parsed overrides into jobs.
+
+    The one use of Hydra's private API (``hydra._internal``): Hydra exposes no public function
+    for it. ``tests/test_sweeps.py`` fails if Hydra moves or changes it.
+    """
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
     return BasicSweeper.split_arguments(parsed, max_batch_size=None)[0]
 
 
@@ -110,6 +72,7 @@ def expected_grid(overrides: list[str]):
     import pandas as pd
 
     from .config import canonicalize, resolve_device
+    from .rows import run_id
 
     here = resolve_device("auto").type
     jobs = sweep_jobs(overrides)

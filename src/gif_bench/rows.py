@@ -1,0 +1,61 @@
+"""Result rows: one JSON file per run under ``<paths.root>/results/<experiment>/<run_id>.json``,
+written atomically, identified by a hash of the config, collected into a DataFrame."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from . import storage
+
+# Keys that change where or how a run is recorded, not what it computes.
+NOT_IN_RUN_ID = ("paths", "logger", "force", "save_edited", "hydra", "profile")
+
+
+def run_id(cfg: DictConfig) -> str:
+    """Hash of the resolved config without the keys of :data:`NOT_IN_RUN_ID`; ``device: auto`` is
+    replaced by the device type it resolves to, so CPU and GPU results are kept apart."""
+    from .config import resolve_device
+
+    spec = OmegaConf.to_container(cfg, resolve=True)
+    for key in NOT_IN_RUN_ID:
+        spec.pop(key, None)
+    spec["device"] = resolve_device(str(cfg.device)).type
+    return storage.digest(spec, length=12)
+
+
+def row_path(cfg: DictConfig) -> Path:
+    return Path(cfg.paths.root) / "results" / str(cfg.name) / f"{run_id(cfg)}.json"
+
+
+def read_row(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def finished(cfg: DictConfig) -> dict[str, Any] | None:
+    """The existing ``ok`` row of this configuration, if there is one."""
+    row = read_row(row_path(cfg))
+    return row if row and row.get("status") == "ok" else None
+
+
+def write_row(cfg: DictConfig, row: dict[str, Any]) -> Path:
+    return storage.write_json(row_path(cfg), row)
+
+
+def collect(root: str | Path, experiment: str | None = None):
+    """Every result row under ``<root>/results`` (optionally one experiment) as a DataFrame.
+
+    Unreadable files are skipped; the per-step ``trajectory`` column is kept as lists.
+    """
+    import pandas as pd
+
+    folder = Path(root) / "results"
+    pattern = f"{experiment}/*.json" if experiment else "*/*.json"
+    rows = [row for path in sorted(folder.glob(pattern)) if (row := read_row(path)) is not None]
+    return pd.DataFrame(rows)

@@ -1,0 +1,13 @@
+"""The parameter selectors of :func:`gif_bench.influence.select`, with their labels."""
+
+from .registry import SELECTORS, SelectorSpec
+
+for _name, _label in (
+    ("highest_k_outputs", "Highest-k outputs"),
+    ("highest_k_gradients", "Highest-k gradients"),
+    ("lowest_k_outputs", "Lowest-k outputs"),
+    ("lowest_k_gradients", "Lowest-k gradients"),
+    ("random", "Random"),
+    ("all", None),  # every Conv/Linear parameter: the choice of every selector at mr=1
+):
+    SELECTORS.register(SelectorSpec(_name, _label))

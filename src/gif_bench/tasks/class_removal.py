@@ -1,0 +1,68 @@
+"""Class removal: U = every training example of one class."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+from torch import nn
+
+from .. import metrics
+from ..checks import get, number
+from ..data import Data
+from ..registry import TASKS, Column, TaskSpec
+from .edit import Edit
+
+
+def build(cfg: DictConfig, data: Data) -> Edit:
+    """Remove every training example of ``cfg.target_class``.
+
+    Evaluation sets: ``self`` (the removed training examples), ``test`` / ``val`` (the other
+    classes), ``forget_test`` / ``forget_val`` (the removed class).
+    """
+    c = int(cfg.target_class)
+    train = data.train
+    removed = (train.y == c).nonzero().squeeze(1)
+    return Edit(
+        train_set=train,
+        removed_index=removed,
+        eval_sets={
+            "self": train.subset(removed),
+            "test": data.test.subset((data.test.y != c).nonzero().squeeze(1)),
+            "forget_test": data.test.subset((data.test.y == c).nonzero().squeeze(1)),
+            "val": data.val.subset((data.val.y != c).nonzero().squeeze(1)),
+            "forget_val": data.val.subset((data.val.y == c).nonzero().squeeze(1)),
+        },
+    )
+
+
+def evaluate(model: nn.Module, edit: Edit) -> dict[str, float]:
+    """Every class-removal metric of ``model``: the common ones and ``forget_test_acc`` (test
+    examples of the removed class)."""
+    out = metrics.common(model, edit)
+    out["forget_test_acc"], _ = metrics.accuracy_and_loss(model, edit.eval_sets["forget_test"])
+    return out
+
+
+def validate(cfg: DictConfig) -> None:
+    number(cfg, "task.target_class", 0, get(cfg, "dataset.num_classes") - 1, integer=True)
+
+
+TASKS.register(
+    TaskSpec(
+        name="class_removal",
+        label="class removal",
+        build=build,
+        metrics=evaluate,
+        reported=(*metrics.COMMON, "forget_test_acc"),
+        columns=(
+            Column("test_acc", "max"),
+            Column("test_loss", "min"),
+            Column("self_acc", "min"),
+            Column("self_loss", "max"),
+            Column("forget_test_acc", "min"),
+            Column("f1", "max"),
+            Column("gap_to_retrain", "min"),
+        ),
+        gap_keys=("test_acc", "self_acc", "forget_test_acc"),
+        validate=validate,
+    )
+)
