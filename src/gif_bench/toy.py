@@ -74,7 +74,10 @@ def run(cfg: Toy, out: str | Path) -> dict[str, Any]:
         name: torch.stack([theta + (k / steps) * d["theta"] for k in range(steps + 1)]) for name, d in deltas.items()
     }
     a, b = list(cfg.selected)
-    best = theta + deltas["freezing"]["theta"]  # exact minimiser over J for a quadratic
+    best = theta.clone()  # the retained loss's minimiser over J, the other parameters at θ̂
+    others = ~j
+    rest = y[kept] - x[kept][:, others] @ theta[others]
+    best[j] = torch.linalg.lstsq(x[kept][:, j], rest.unsqueeze(1)).solution.squeeze(1)
     row: dict[str, Any] = {
         "experiment": NAME,
         "task": "toy_regression",
