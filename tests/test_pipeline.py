@@ -258,3 +258,15 @@ def test_toy_regression_figure_and_row(tmp_path):
     assert row["freezing_end"] == pytest.approx(row["optimum_over_j"], abs=1e-12)
     assert row["freezing_retained_loss"] <= min(row["gif_retained_loss"], row["projecting_retained_loss"])
     assert row["retrain_loss"] <= row["freezing_retained_loss"] < row["retained_loss_before"]
+
+
+def test_random_removal_runs_for_every_method_and_stops_at_the_validation_accuracy(make_cfg):
+    from gif_bench.registry import METHODS
+
+    for method in METHODS:  # every registered method, the oracle included
+        row = runner.run(make_cfg("task=random_removal", f"method={method}", drop=("task",)))
+        assert row["status"] == "ok" and row["task"] == "random_removal", method
+        assert row["n_removed"] == round(0.1 * row["n_train"]) and row["stop_self_acc"] is None
+        if row.get("reached_threshold"):  # the oracle has no update loop
+            assert row["self_acc"] <= row["val_acc"]  # the stop rule: U down to unseen data's accuracy
+            assert all(s["self_acc"] > s["val_acc"] for s in row["trajectory"][:-1])

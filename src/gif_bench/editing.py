@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from . import influence
 from .data import batches
 from .influence import tree
-from .registry import METHODS, MethodSpec
+from .registry import METHODS, MethodSpec, validation_f1
 from .tasks import Edit
 
 
@@ -183,14 +183,16 @@ def apply_updates(
     *,
     rate: float,
     max_steps: int,
-    stop_self_acc: float,
+    stop: Callable[[dict[str, float]], bool],
     metric_fn: Callable[[nn.Module, Edit], dict[str, float]],
+    score: Callable[[dict[str, float]], Any] = validation_f1,
     on_step: Callable[[dict[str, float], int], Any] | None = None,
 ) -> Trajectory:
-    """θ ← θ + rate · Δθ/‖Δθ‖, evaluating after every step, until ``self_acc < stop_self_acc``.
+    """θ ← θ + rate · Δθ/‖Δθ‖, evaluating after every step, until ``stop(metrics)``.
 
-    The model is left at the final iterate; the best iterate is the one with the highest
-    validation F1, and its parameters are kept in ``Trajectory.best_state``.
+    The model is left at the final iterate; the best iterate is the first one of the highest
+    ``score`` (the task's; by default the validation F1), and its parameters are kept in
+    ``Trajectory.best_state``.
     """
     norm = tree.norm(delta)
     if not math.isfinite(norm) or norm == 0.0:
@@ -207,11 +209,11 @@ def apply_updates(
         traj.steps.append(metrics)
         if on_step is not None:
             on_step(metrics, step)
-        if traj.best is None or metrics["val_f1"] > traj.best["val_f1"]:
+        if traj.best is None or score(metrics) > score(traj.best):
             traj.best = metrics
             traj.best_state = {k: v.detach().clone() for k, v in model.named_parameters()}
         bar.set_postfix(self_acc=f"{metrics['self_acc']:.2f}", test_acc=f"{metrics['test_acc']:.2f}")
-        if metrics["self_acc"] < stop_self_acc:
+        if stop(metrics):
             traj.reached_threshold = True
             break
     bar.close()

@@ -57,10 +57,21 @@ class MethodSpec:
 
 @dataclass(frozen=True)
 class Column:
-    """A table column: a metric and whether higher (``max``) or lower (``min``) is better."""
+    """A table column: a metric and whether higher (``max``) or lower (``min``) is better
+    (``None``: neither, e.g. U's accuracy where the target is the retrained model's)."""
 
     metric: str
-    better: str
+    better: str | None
+
+
+def below_stop_self_acc(metrics: dict[str, float], task: DictConfig) -> bool:
+    """The default stop rule: U's accuracy below ``task.stop_self_acc`` (%)."""
+    return metrics["self_acc"] < float(task.stop_self_acc)
+
+
+def validation_f1(metrics: dict[str, float]) -> float:
+    """The default best-iterate score: F1 of validation accuracy against forgetting U."""
+    return metrics["val_f1"]
 
 
 COMMON_METRICS = ("test_acc", "test_loss", "self_acc", "self_loss", "val_acc", "f1", "val_f1")
@@ -75,7 +86,9 @@ class TaskSpec:
     model on it (every key of ``reported``); ``reported`` are the metrics a row carries for
     every model it describes (final, ``best_``, ``before_``, ``retrain_``); ``columns`` the
     table's, in order; ``gap_keys`` those averaged by ``gap_to_retrain``; ``trajectory`` the
-    per-step fields a row keeps.
+    per-step fields a row keeps. The update loop stops at the first step where
+    ``stop(metrics, cfg.task)`` holds, and the best iterate is the one of highest
+    ``score(metrics)``; neither may read the test split or the oracle.
     """
 
     name: str
@@ -87,6 +100,8 @@ class TaskSpec:
     gap_keys: tuple[str, ...]
     trajectory: tuple[str, ...] = COMMON_TRAJECTORY
     validate: Validator = _no_checks
+    stop: Callable[[dict[str, float], DictConfig], bool] = below_stop_self_acc
+    score: Callable[[dict[str, float]], Any] = validation_f1
 
 
 @dataclass(frozen=True)
@@ -101,7 +116,7 @@ class SelectorSpec:
 @dataclass(frozen=True)
 class DatasetSpec:
     """A dataset: ``load(cfg, data_dir, seed)`` returns ``(x_train, y_train, x_test, y_test)``
-    (images as float tensors on the 0–255 scale, labels as integer arrays)."""
+    (images as N×C×H×W float tensors in [0, 1], labels as integer arrays)."""
 
     name: str
     load: Callable[..., tuple[Any, Any, Any, Any]]

@@ -70,7 +70,7 @@ def base_row(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
         "model_width": cfg.model.get("width"),
         "train_recipe": cfg.train.name,
         "update_rate": float(cfg["update"].rate),
-        "stop_self_acc": float(cfg.task.stop_self_acc),
+        "stop_self_acc": float(cfg.task.stop_self_acc) if "stop_self_acc" in cfg.task else None,
         "hessian_samples": int(cfg.hessian.samples),
         "status": "running",
         "error": None,
@@ -105,8 +105,9 @@ def _influence_edit(cfg, model, edit, metric_fn, retrained, tracker, edited_root
         direction.delta,
         rate=float(cfg["update"].rate),
         max_steps=int(cfg["update"].max_steps),
-        stop_self_acc=float(cfg.task.stop_self_acc),
+        stop=lambda m: task.stop(m, cfg.task),
         metric_fn=metric_fn,
+        score=task.score,
         on_step=tracker.log,
     )
     row.update(_prefixed("", traj.final, reported))  # unprefixed: the final iterate

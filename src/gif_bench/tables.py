@@ -83,7 +83,7 @@ def _line(
 def _best(table: pd.DataFrame, columns) -> list[str]:
     edits = table["method"].isin(edit_methods())
     marks: list[list[str]] = [[] for _ in range(len(table))]
-    for metric, better in ((c.metric, c.better) for c in columns):
+    for metric, better in ((c.metric, c.better) for c in columns if c.better is not None):
         values = table.loc[edits, f"{metric}_mean"].dropna()
         if values.empty:
             continue
@@ -118,8 +118,8 @@ def formatted(table: pd.DataFrame, task: str, bold: tuple[str, str]) -> pd.DataF
         best = set(filter(None, line["best"].split(",")))
         for metric, better in ((c.metric, c.better) for c in TASKS[task].columns):
             text = _cell(line[f"{metric}_mean"], line[f"{metric}_std"], _digits(metric))
-            arrow = "↑" if better == "max" else "↓"
-            cells[f"{metric} {arrow}"] = f"{bold[0]}{text}{bold[1]}" if metric in best else text
+            arrow = {"max": " ↑", "min": " ↓", None: ""}[better]
+            cells[f"{metric}{arrow}"] = f"{bold[0]}{text}{bold[1]}" if metric in best else text
         out.append(cells)
     return pd.DataFrame(out)
 

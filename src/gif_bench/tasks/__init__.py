@@ -16,11 +16,12 @@ from .edit import Edit
 from . import class_removal
 from . import label_change
 from . import backdoor
+from . import random_removal
 from .backdoor import add_trigger, checkerboard, corner_patch, poison
 from .label_change import relabel
 
 __all__ = ["Edit", "add_trigger", "backdoor", "build", "checkerboard", "class_removal", "corner_patch"]
-__all__ += ["label_change", "poison", "relabel"]
+__all__ += ["label_change", "poison", "random_removal", "relabel"]
 
 
 def build(cfg: DictConfig, data: Data) -> Edit:

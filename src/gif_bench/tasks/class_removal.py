@@ -43,6 +43,7 @@ def evaluate(model: nn.Module, edit: Edit) -> dict[str, float]:
 
 
 def validate(cfg: DictConfig) -> None:
+    number(cfg, "task.stop_self_acc", 0.0, 100.0)
     number(cfg, "task.target_class", 0, get(cfg, "dataset.num_classes") - 1, integer=True)
 
 

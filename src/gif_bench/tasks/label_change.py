@@ -66,6 +66,7 @@ def evaluate(model: nn.Module, edit: Edit) -> dict[str, float]:
 
 
 def validate(cfg: DictConfig) -> None:
+    number(cfg, "task.stop_self_acc", 0.0, 100.0)
     classes = get(cfg, "dataset.num_classes")
     if choice(cfg, "task.mode", MODES) == "class":
         source = number(cfg, "task.source_class", 0, classes - 1, integer=True)
