@@ -270,3 +270,18 @@ def test_random_removal_runs_for_every_method_and_stops_at_the_validation_accura
         if row.get("reached_threshold"):  # the oracle has no update loop
             assert row["self_acc"] <= row["val_acc"]  # the stop rule: U down to unseen data's accuracy
             assert all(s["self_acc"] > s["val_acc"] for s in row["trajectory"][:-1])
+
+
+def test_rows_carry_the_oracle_relative_metrics(make_cfg):
+    from gif_bench.oracle import KEYS
+
+    row = runner.run(make_cfg())
+    for key in KEYS:
+        for prefix in ("", "best_", "before_"):
+            assert isinstance(row[prefix + key], float), prefix + key
+    assert 0.0 <= row["mia_efficacy"] <= 100.0 and 0.0 <= row["retrain_mia_efficacy"] <= 100.0
+    assert row["kl_retrain_test"] >= 0.0 and 0.0 <= row["agree_retrain_test"] <= 100.0
+    assert "retrain_kl_retrain_test" not in row  # trivially 0 for the oracle itself
+    oracle_row = runner.run(make_cfg("method=retrain"))
+    assert oracle_row["kl_retrain_test"] == 0.0 and oracle_row["agree_retrain_test"] == 100.0
+    assert oracle_row["mia_efficacy"] == oracle_row["retrain_mia_efficacy"] == row["retrain_mia_efficacy"]

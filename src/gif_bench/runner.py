@@ -19,6 +19,8 @@ from .config import canonicalize, resolve_device, validate
 from .errors import ConfigError
 from .influence import tree
 from .influence.methods import EXACT_MAX_PARAMS
+from .oracle import KEYS, Reference
+from .oracle import measure as measure_against_oracle
 from .registry import METHODS, TASKS
 
 log = logging.getLogger(__name__)
@@ -82,7 +84,25 @@ def base_row(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
     }
 
 
-def _influence_edit(cfg, model, edit, metric_fn, retrained, tracker, edited_root: Path, run_id: str) -> dict:
+def _measured_against(model, edit, reference: Reference, seed: int, state: dict | None = None) -> dict[str, float]:
+    """:func:`~gif_bench.oracle.measure` of ``model``, or of ``model`` with the parameters
+    ``state`` (restored afterwards)."""
+    if state is None:
+        return measure_against_oracle(model, edit, reference, seed)
+    params = dict(model.named_parameters())
+    kept = {k: v.detach().clone() for k, v in params.items()}
+    with torch.no_grad():
+        for k, v in state.items():
+            params[k].copy_(v)
+        out = measure_against_oracle(model, edit, reference, seed)
+        for k, v in kept.items():
+            params[k].copy_(v)
+    return out
+
+
+def _influence_edit(
+    cfg, model, edit, metric_fn, retrained, reference: Reference, tracker, edited_root: Path, run_id: str
+) -> dict:
     """Select, solve and apply the update; the row's fields for the final and best iterates."""
     task = TASKS[cfg.task.name]
     reported = task.reported
@@ -112,6 +132,8 @@ def _influence_edit(cfg, model, edit, metric_fn, retrained, tracker, edited_root
     )
     row.update(_prefixed("", traj.final, reported))  # unprefixed: the final iterate
     row.update(_prefixed("best_", traj.best, reported))  # best_: the best on validation
+    row.update(_measured_against(model, edit, reference, int(cfg.seed)))
+    row.update(_prefixed("best_", _measured_against(model, edit, reference, int(cfg.seed), traj.best_state), KEYS))
     row.update(
         gap_to_retrain=metrics.gap(traj.final, retrained, cfg.task.name),
         best_gap_to_retrain=metrics.gap(traj.best, retrained, cfg.task.name),
@@ -184,13 +206,22 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         retrained = metric_fn(oracle.model, edit)
         row.update(_prefixed("retrain_", retrained, reported))
         row.update(retrain_seconds=oracle.seconds, retrain_cached=oracle.cached)
+        reference = Reference.of(oracle.model, edit)
+        row.update(_prefixed("before_", _measured_against(model, edit, reference, int(cfg.seed)), KEYS))
+        as_oracle = _measured_against(oracle.model, edit, reference, int(cfg.seed))
+        row["retrain_mia_efficacy"] = as_oracle["mia_efficacy"]  # the target; its KL and agreement are trivial
         if method.oracle:  # the oracle is the result
             row.update(_prefixed("", retrained, reported))
             row.update(_prefixed("best_", retrained, reported))
+            row.update(as_oracle)
+            row.update(_prefixed("best_", as_oracle, KEYS))
             row.update(steps=0, best_step=0, update_seconds=oracle.seconds, gap_to_retrain=0.0)
             row.update(best_gap_to_retrain=0.0)
         else:
-            row.update(_influence_edit(cfg, model, edit, metric_fn, retrained, tracker, root / "edited", row["run_id"]))
+            edited = _influence_edit(
+                cfg, model, edit, metric_fn, retrained, reference, tracker, root / "edited", row["run_id"]
+            )
+            row.update(edited)
         row["status"] = "ok"
     except Exception as err:
         row.update(status="failed", error=f"{type(err).__name__}: {err}")

@@ -11,9 +11,19 @@ import math
 
 import pandas as pd
 
-from .registry import METHODS, SELECTORS, TASKS
+from .oracle import COLUMNS as ORACLE_COLUMNS
+from .oracle import OF_THE_ORACLE
+from .registry import METHODS, SELECTORS, TASKS, Column
 
 BEFORE = ("before", "before the edit")  # the reference line of the model before the edit
+
+
+OF_THE_ORACLE_ITSELF = {"gap_to_retrain": 0.0, **OF_THE_ORACLE}
+
+
+def table_columns(task: str) -> tuple[Column, ...]:
+    """A task's table: its own columns, then the oracle-relative ones of :mod:`gif_bench.oracle`."""
+    return (*TASKS[task].columns, *ORACLE_COLUMNS)
 
 
 def edit_methods() -> list[str]:
@@ -46,7 +56,7 @@ def summarize(rows: pd.DataFrame, task: str, iterate: str = "best") -> pd.DataFr
     ``iterate``: ``best`` (the iterate chosen on validation, the paper's protocol) or
     ``final`` (the last one).
     """
-    columns = TASKS[task].columns
+    columns = table_columns(task)
     metrics = [c.metric for c in columns]
     prefix = {"best": "best_", "final": ""}[iterate]
     reference = oracle()
@@ -73,8 +83,8 @@ def _line(
         if m == "gap_to_retrain":  # best_gap_to_retrain / gap_to_retrain; the retrained model's is 0
             col = {"best_": "best_gap_to_retrain", "": "gap_to_retrain"}.get(prefix, "")
         values = pd.to_numeric(group[col], errors="coerce") if col in group else pd.Series(dtype=float)
-        if reference and m == "gap_to_retrain":
-            values = pd.Series([0.0] * len(group))
+        if reference and m in OF_THE_ORACLE_ITSELF:
+            values = pd.Series([OF_THE_ORACLE_ITSELF[m]] * len(group))
         line[f"{m}_mean"] = values.mean() if len(values) else math.nan
         line[f"{m}_std"] = values.std(ddof=1) if len(values) > 1 else math.nan
     return line
@@ -100,7 +110,7 @@ def _cell(mean: float, std: float, digits: int) -> str:
 
 
 def _digits(metric: str) -> int:
-    return 3 if metric.endswith("loss") or metric == "f1" else 2
+    return 3 if metric.endswith("loss") or metric == "f1" or metric.startswith("kl_") else 2
 
 
 def _label(line: pd.Series) -> tuple[str, str]:
@@ -116,7 +126,7 @@ def formatted(table: pd.DataFrame, task: str, bold: tuple[str, str]) -> pd.DataF
         name, mr = _label(line)
         cells = {"method": name, "MR": mr, "seeds": str(line["seeds"])}
         best = set(filter(None, line["best"].split(",")))
-        for metric, better in ((c.metric, c.better) for c in TASKS[task].columns):
+        for metric, better in ((c.metric, c.better) for c in table_columns(task)):
             text = _cell(line[f"{metric}_mean"], line[f"{metric}_std"], _digits(metric))
             arrow = {"max": " ↑", "min": " ↓", None: ""}[better]
             cells[f"{metric}{arrow}"] = f"{bold[0]}{text}{bold[1]}" if metric in best else text
