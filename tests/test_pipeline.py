@@ -285,3 +285,15 @@ def test_rows_carry_the_oracle_relative_metrics(make_cfg):
     oracle_row = runner.run(make_cfg("method=retrain"))
     assert oracle_row["kl_retrain_test"] == 0.0 and oracle_row["agree_retrain_test"] == 100.0
     assert oracle_row["mia_efficacy"] == oracle_row["retrain_mia_efficacy"] == row["retrain_mia_efficacy"]
+
+
+def test_a_collapsing_edit_is_stopped_and_flagged(make_cfg):
+    """An absurd step size destroys the model at once: the loop stops at the first step whose
+    validation accuracy is more than update.max_val_drop below the model's before the edit."""
+    row = runner.run(make_cfg("update.rate=1000", "update.max_steps=50", "update.max_val_drop=5"))
+    assert row["stop_reason"] == "collapse" and row["max_val_drop"] == 5.0
+    assert row["val_acc"] < row["before_val_acc"] - 5 and row["steps"] < 50
+    assert all(s["val_acc"] >= row["before_val_acc"] - 5 for s in row["trajectory"][:-1])
+    normal = runner.run(make_cfg())
+    assert normal["stop_reason"] in ("threshold", "max_steps") and normal["max_val_drop"] == 20.0
+    assert (normal["stop_reason"] == "threshold") == normal["reached_threshold"]

@@ -85,6 +85,7 @@ def validate(cfg: DictConfig) -> None:
     number(cfg, "hessian.samples", 1, integer=True)
     number(cfg, "update.rate", 0.0, lo_open=True)
     number(cfg, "update.max_steps", 1, integer=True)
+    number(cfg, "update.max_val_drop", 0.0)
 
     number(cfg, "train.epochs", 0, integer=True)
     number(cfg, "train.lr", 0.0, lo_open=True)

@@ -35,6 +35,7 @@ class Trajectory:
     best: dict[str, float] | None = None
     best_state: dict[str, Tensor] | None = None  # parameters of the best iterate
     reached_threshold: bool = False
+    stop_reason: str = "max_steps"  # threshold (the task's stop rule held) | collapse | max_steps
     seconds: float = 0.0
 
     @property
@@ -187,8 +188,11 @@ def apply_updates(
     metric_fn: Callable[[nn.Module, Edit], dict[str, float]],
     score: Callable[[dict[str, float]], Any] = validation_f1,
     on_step: Callable[[dict[str, float], int], Any] | None = None,
+    collapse_below: float = -math.inf,
 ) -> Trajectory:
-    """θ ← θ + rate · Δθ/‖Δθ‖, evaluating after every step, until ``stop(metrics)``.
+    """θ ← θ + rate · Δθ/‖Δθ‖, evaluating after every step, until ``stop(metrics)`` (stop
+    reason ``threshold``), until the validation accuracy falls below ``collapse_below``
+    (``collapse``: the edit is destroying the model), or for ``max_steps`` steps.
 
     The model is left at the final iterate; the best iterate is the first one of the highest
     ``score`` (the task's; by default the validation F1), and its parameters are kept in
@@ -213,8 +217,12 @@ def apply_updates(
             traj.best = metrics
             traj.best_state = {k: v.detach().clone() for k, v in model.named_parameters()}
         bar.set_postfix(self_acc=f"{metrics['self_acc']:.2f}", test_acc=f"{metrics['test_acc']:.2f}")
-        if stop(metrics):
-            traj.reached_threshold = True
+        traj.reached_threshold = stop(metrics)
+        if metrics["val_acc"] < collapse_below:  # checked first: forgetting by wrecking the model is a collapse
+            traj.stop_reason = "collapse"
+            break
+        if traj.reached_threshold:
+            traj.stop_reason = "threshold"
             break
     bar.close()
     traj.seconds = time.perf_counter() - start

@@ -69,9 +69,12 @@ def below_stop_self_acc(metrics: dict[str, float], task: DictConfig) -> bool:
     return metrics["self_acc"] < float(task.stop_self_acc)
 
 
-def validation_f1(metrics: dict[str, float]) -> float:
-    """The default best-iterate score: F1 of validation accuracy against forgetting U."""
-    return metrics["val_f1"]
+def validation_f1(metrics: dict[str, float]) -> tuple[float, float]:
+    """The default best-iterate score: F1 of validation accuracy against forgetting U, then the
+    validation accuracy. F1 is 0 at every step while U is still fully recognised; the second
+    key then prefers the iterate that has damaged the model least, instead of whichever came
+    first."""
+    return metrics["val_f1"], metrics["val_acc"]
 
 
 COMMON_METRICS = ("test_acc", "test_loss", "self_acc", "self_loss", "val_acc", "f1", "val_f1")

@@ -72,6 +72,7 @@ def base_row(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
         "model_width": cfg.model.get("width"),
         "train_recipe": cfg.train.name,
         "update_rate": float(cfg["update"].rate),
+        "max_val_drop": float(cfg["update"].max_val_drop),
         "stop_self_acc": float(cfg.task.stop_self_acc) if "stop_self_acc" in cfg.task else None,
         "hessian_samples": int(cfg.hessian.samples),
         "status": "running",
@@ -101,7 +102,7 @@ def _measured_against(model, edit, reference: Reference, seed: int, state: dict 
 
 
 def _influence_edit(
-    cfg, model, edit, metric_fn, retrained, reference: Reference, tracker, edited_root: Path, run_id: str
+    cfg, model, edit, metric_fn, before_val_acc: float, retrained, reference: Reference, tracker, edited_root, run_id
 ) -> dict:
     """Select, solve and apply the update; the row's fields for the final and best iterates."""
     task = TASKS[cfg.task.name]
@@ -128,6 +129,7 @@ def _influence_edit(
         stop=lambda m: task.stop(m, cfg.task),
         metric_fn=metric_fn,
         score=task.score,
+        collapse_below=before_val_acc - float(cfg["update"].max_val_drop),
         on_step=tracker.log,
     )
     row.update(_prefixed("", traj.final, reported))  # unprefixed: the final iterate
@@ -140,6 +142,7 @@ def _influence_edit(
         steps=traj.final["step"],
         best_step=traj.best["step"],
         reached_threshold=traj.reached_threshold,
+        stop_reason=traj.stop_reason,
         update_seconds=direction.seconds + traj.seconds,
         trajectory=[{k: s[k] for k in task.trajectory if k in s} for s in traj.steps],
     )
@@ -219,7 +222,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             row.update(best_gap_to_retrain=0.0)
         else:
             edited = _influence_edit(
-                cfg, model, edit, metric_fn, retrained, reference, tracker, root / "edited", row["run_id"]
+                cfg,
+                model,
+                edit,
+                metric_fn,
+                before["val_acc"],
+                retrained,
+                reference,
+                tracker,
+                root / "edited",
+                row["run_id"],
             )
             row.update(edited)
         row["status"] = "ok"

@@ -49,9 +49,10 @@ def selector_label(selector: str) -> str:
 
 
 def summarize(rows: pd.DataFrame, task: str, iterate: str = "best") -> pd.DataFrame:
-    """One line per (method, selector, MR): ``<metric>_mean``, ``<metric>_std``, ``seeds``;
-    a ``before`` line first and the oracle's (retraining's) line last; ``best`` lists the metrics whose best
-    value (among the edit methods) that line holds.
+    """One line per (method, selector, MR): ``<metric>_mean``, ``<metric>_std``, ``seeds``,
+    ``collapsed`` (runs stopped as a collapse, see ``update.max_val_drop``); a ``before`` line
+    first and the oracle's (retraining's) line last; ``best`` lists the metrics whose best value
+    (among the edit methods) that line holds.
 
     ``iterate``: ``best`` (the iterate chosen on validation, the paper's protocol) or
     ``final`` (the last one).
@@ -78,6 +79,8 @@ def _line(
     method: str, selector: str, mr: float, group: pd.DataFrame, metrics, prefix: str, reference: bool = False
 ) -> dict:
     line = {"method": method, "selector": selector, "mr": mr, "seeds": len(group)}
+    edited = prefix in ("", "best_") and not reference and "stop_reason" in group  # reference lines edit nothing
+    line["collapsed"] = int((group["stop_reason"] == "collapse").sum()) if edited else math.nan
     for m in metrics:
         col = f"{prefix}{m}"
         if m == "gap_to_retrain":  # best_gap_to_retrain / gap_to_retrain; the retrained model's is 0
@@ -124,7 +127,8 @@ def formatted(table: pd.DataFrame, task: str, bold: tuple[str, str]) -> pd.DataF
     out = []
     for _, line in table.iterrows():
         name, mr = _label(line)
-        cells = {"method": name, "MR": mr, "seeds": str(line["seeds"])}
+        collapsed = "–" if pd.isna(line.get("collapsed", math.nan)) else str(int(line["collapsed"]))
+        cells = {"method": name, "MR": mr, "seeds": str(line["seeds"]), "collapsed": collapsed}
         best = set(filter(None, line["best"].split(",")))
         for metric, better in ((c.metric, c.better) for c in table_columns(task)):
             text = _cell(line[f"{metric}_mean"], line[f"{metric}_std"], _digits(metric))
