@@ -2,6 +2,7 @@
 figures and a W&B table, with missing runs listed."""
 
 import json
+import math
 import subprocess
 import sys
 
@@ -68,7 +69,7 @@ def _row(method, mr, seed, **metrics):
     return {**base, **metrics}
 
 
-def test_summarize_gives_mean_and_std_over_seeds_with_reference_lines_and_the_best_marked():
+def test_summarize_gives_mean_and_ci_over_seeds_with_reference_lines_and_only_significant_bests():
     rows = pd.DataFrame(
         [
             _row("gif", 0.05, 0, best_test_acc=90.0, best_self_acc=1.0, best_gap_to_retrain=2.0),
@@ -82,14 +83,19 @@ def test_summarize_gives_mean_and_std_over_seeds_with_reference_lines_and_the_be
     assert list(table["method"]) == ["before", "gif", "koh", "retrain"]
     gif = table[table["method"] == "gif"].iloc[0]
     assert gif["test_acc_mean"] == 91.0 and gif["test_acc_std"] == pytest.approx(2**0.5) and gif["seeds"] == 2
-    assert gif["self_acc_mean"] == 2.0 and gif["best"] == "self_acc,gap_to_retrain"
-    assert table[table["method"] == "koh"].iloc[0]["best"] == "test_acc"
+    assert gif["test_acc_ci"] == pytest.approx(12.706 * 1.0, abs=1e-3)  # t(0.975, 1) · s/√n
+    # self_acc: GIF is lower on both seeds by exactly 8 (paired: significant); test_acc (95 vs
+    # 90, 92) and the gap (2, 4 vs 8, 8) differ on both seeds too, but not significantly on two
+    # pairs (paired t-test p = 0.16, 0.13): ties, not bests
+    assert gif["self_acc_mean"] == 2.0 and gif["best"] == "self_acc" and gif["tied"] == "test_acc,gap_to_retrain"
+    koh = table[table["method"] == "koh"].iloc[0]
+    assert koh["best"] == "" and koh["tied"] == "test_acc,gap_to_retrain"
     before, retrain = table.iloc[0], table.iloc[-1]
     assert before["test_acc_mean"] == 90.5 and before["self_acc_mean"] == 100.0 and before["best"] == ""
     assert retrain["self_acc_mean"] == 0.0 and retrain["gap_to_retrain_mean"] == 0.0
     markdown = tables.to_markdown(table, "class_removal")
-    assert "**95.00 ± 0.00**" in markdown and "91.00 ± 1.41" in markdown and "**2.00 ± 1.41**" in markdown
-    assert r"\textbf{95.00 $\pm$ 0.00}" in tables.to_latex(table, "class_removal")
+    assert "**2.00 ± 12.71**" in markdown and "95.00 ± 0.00 ≈" in markdown and "91.00 ± 12.71 ≈" in markdown
+    assert r"\textbf{2.00 $\pm$ 12.71}" in tables.to_latex(table, "class_removal")
 
 
 def test_the_selector_table_puts_the_full_run_in_every_line():
@@ -217,3 +223,25 @@ def test_hydras_sweep_expansion_is_where_gif_bench_reaches_for_it():
         ["mr=0.1", "seed=0", "method=gif"],
         ["mr=0.1", "seed=1", "method=gif"],
     ]
+
+
+def test_every_method_is_compared_with_gif_on_the_same_seeds():
+    from scipy import stats as sp
+
+    rows = pd.DataFrame(
+        [
+            _row("gif", 0.05, 0, best_test_acc=90.0, best_self_acc=1.0),
+            _row("gif", 0.05, 1, best_test_acc=92.0, best_self_acc=3.0),
+            _row("gif", 0.05, 2, best_test_acc=91.0, best_self_acc=2.0),
+            _row("koh", 1.0, 0, best_test_acc=95.0, best_self_acc=9.0),
+            _row("koh", 1.0, 1, best_test_acc=96.0, best_self_acc=11.0),
+            _row("koh", 1.0, 2, best_test_acc=93.0, best_self_acc=10.0),
+            _row("retrain", 1.0, 0),
+        ]
+    )
+    pairs = tables.paired_against(rows, "class_removal").set_index("metric")
+    assert set(pairs["method"]) == {"koh"} and (pairs["n"] == 3).all()
+    test_acc = pairs.loc["test_acc"]
+    assert test_acc["mean_diff"] == pytest.approx(11 / 3)  # (5 + 4 + 2) / 3
+    assert test_acc["p_t"] == pytest.approx(sp.ttest_rel([95, 96, 93], [90, 92, 91]).pvalue)
+    assert math.isnan(test_acc["p_wilcoxon"])  # 3 pairs: Wilcoxon cannot reach 0.05

@@ -61,6 +61,12 @@ def _header(name: str, overrides: list[str], found: pd.DataFrame, grid: pd.DataF
     )
 
 
+PAIRED_HEADER = (
+    "**Paired against GIF** (same seeds, so the same trained model and oracle; mean of line − GIF, "
+    "its 95 % CI, the paired t-test's p, Wilcoxon's p from 6 pairs on)"
+)
+
+
 def _runs(n: int) -> str:
     return f"{n} run" if n == 1 else f"{n} runs"
 
@@ -90,6 +96,12 @@ def build(overrides: list[str], out: Path | None = None, iterate: str = "best") 
     else:
         table = tables.summarize(found, task, iterate)
         markdown = tables.to_markdown(table, task)
+        pairs = tables.paired_against(found, task, iterate)
+        if not pairs.empty:
+            markdown += f"\n\n{PAIRED_HEADER}\n\n" + pairs.to_markdown(index=False, floatfmt=".3g")
+            written["paired"] = storage.write_atomic(
+                out / f"{name}-paired.csv", lambda tmp: pairs.to_csv(tmp, index=False)
+            )
         latex = tables.to_latex(table, task)
         written["figure"] = plots.trajectories(found, out / f"{name}-trajectories.png", title=f"{name}: trajectories")
     written["markdown"] = storage.write_text(out / f"{name}.md", header + gap + markdown + "\n")

@@ -14,6 +14,7 @@ import pandas as pd
 from .oracle import COLUMNS as ORACLE_COLUMNS
 from .oracle import OF_THE_ORACLE
 from .registry import METHODS, SELECTORS, TASKS, Column
+from .stats import mean_ci, paired, significantly_best
 
 BEFORE = ("before", "before the edit")  # the reference line of the model before the edit
 
@@ -63,24 +64,29 @@ def summarize(rows: pd.DataFrame, task: str, iterate: str = "best") -> pd.DataFr
     reference = oracle()
     edits = rows[rows["method"] != reference]
     per_seed = rows.groupby("seed").first()  # every row of a seed has the same before_ and retrain_
+    per_seed = per_seed.assign(seed=per_seed.index)
     lines = [_line(BEFORE[0], "", math.nan, per_seed, metrics, "before_")]
     for (method, selector, mr), group in edits.groupby(["method", "selector", "mr"], sort=False):
         lines.append(_line(method, selector, mr, group, metrics, prefix))
     lines.append(_line(reference, "", math.nan, per_seed, metrics, "retrain_", reference=True))
-    table = pd.DataFrame(lines)
+    table = pd.DataFrame([line for line, _ in lines])
+    by_seed = [values for _, values in lines]
     order = {m: i for i, m in enumerate((BEFORE[0], *edit_methods(), reference))}
     table = table.sort_values(["method", "selector", "mr"], key=lambda c: c.map(order) if c.name == "method" else c)
+    by_seed = [by_seed[i] for i in table.index]
     table = table.reset_index(drop=True)
-    table["best"] = _best(table, columns)
+    table["best"], table["tied"] = _best(table, columns, by_seed)
     return table
 
 
 def _line(
     method: str, selector: str, mr: float, group: pd.DataFrame, metrics, prefix: str, reference: bool = False
-) -> dict:
+) -> tuple[dict, dict[str, pd.Series]]:
+    """The line's cells, and each metric's values indexed by seed (for the paired tests)."""
     line = {"method": method, "selector": selector, "mr": mr, "seeds": len(group)}
     edited = prefix in ("", "best_") and not reference and "stop_reason" in group  # reference lines edit nothing
     line["collapsed"] = int((group["stop_reason"] == "collapse").sum()) if edited else math.nan
+    by_seed: dict[str, pd.Series] = {}
     for m in metrics:
         col = f"{prefix}{m}"
         if m == "gap_to_retrain":  # best_gap_to_retrain / gap_to_retrain; the retrained model's is 0
@@ -88,28 +94,32 @@ def _line(
         values = pd.to_numeric(group[col], errors="coerce") if col in group else pd.Series(dtype=float)
         if reference and m in OF_THE_ORACLE_ITSELF:
             values = pd.Series([OF_THE_ORACLE_ITSELF[m]] * len(group))
-        line[f"{m}_mean"] = values.mean() if len(values) else math.nan
+        line[f"{m}_mean"], line[f"{m}_ci"] = mean_ci(values.to_numpy(dtype=float) if len(values) else [])
         line[f"{m}_std"] = values.std(ddof=1) if len(values) > 1 else math.nan
-    return line
+        seeds = group["seed"].to_numpy() if "seed" in group else range(len(values))
+        by_seed[m] = pd.Series(values.to_numpy(dtype=float), index=list(seeds)[: len(values)])
+    return line, by_seed
 
 
-def _best(table: pd.DataFrame, columns) -> list[str]:
-    edits = table["method"].isin(edit_methods())
-    marks: list[list[str]] = [[] for _ in range(len(table))]
+def _best(table: pd.DataFrame, columns, by_seed: list[dict[str, pd.Series]]) -> tuple[list[str], list[str]]:
+    """Per line, the metrics it is significantly best in (:func:`stats.significantly_best`,
+    paired on seeds, among the edit methods), and those it shares an unresolved top with."""
+    edits = [i for i in table.index if table.loc[i, "method"] in edit_methods()]
+    best: list[list[str]] = [[] for _ in range(len(table))]
+    tied: list[list[str]] = [[] for _ in range(len(table))]
     for metric, better in ((c.metric, c.better) for c in columns if c.better is not None):
-        values = table.loc[edits, f"{metric}_mean"].dropna()
-        if values.empty:
-            continue
-        target = values.max() if better == "max" else values.min()
-        for i in values.index[values == target]:
-            marks[i].append(metric)
-    return [",".join(m) for m in marks]
+        winner, ties = significantly_best({i: by_seed[i][metric] for i in edits}, better)
+        if winner is not None:
+            best[winner].append(metric)
+        for i in ties:
+            tied[i].append(metric)
+    return [",".join(m) for m in best], [",".join(m) for m in tied]
 
 
-def _cell(mean: float, std: float, digits: int) -> str:
+def _cell(mean: float, ci: float, digits: int) -> str:
     if math.isnan(mean):
         return "–"
-    return f"{mean:.{digits}f}" if math.isnan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+    return f"{mean:.{digits}f}" if math.isnan(ci) else f"{mean:.{digits}f} ± {ci:.{digits}f}"
 
 
 def _digits(metric: str) -> int:
@@ -122,18 +132,24 @@ def _label(line: pd.Series) -> tuple[str, str]:
     return name, mr
 
 
+TIE = " ≈"  # a cell in an unresolved top: no method is significantly better than the others there
+
+
 def formatted(table: pd.DataFrame, task: str, bold: tuple[str, str]) -> pd.DataFrame:
-    """The table as strings: 'mean ± std' cells, the best wrapped in ``bold`` (open, close)."""
+    """The table as strings: 'mean ± half-width of the 95 % CI' cells (n = the ``seeds``
+    column), the significantly best wrapped in ``bold`` (open, close), the tied top marked ≈."""
     out = []
     for _, line in table.iterrows():
         name, mr = _label(line)
         collapsed = "–" if pd.isna(line.get("collapsed", math.nan)) else str(int(line["collapsed"]))
         cells = {"method": name, "MR": mr, "seeds": str(line["seeds"]), "collapsed": collapsed}
         best = set(filter(None, line["best"].split(",")))
+        tied = set(filter(None, str(line.get("tied", "")).split(",")))
         for metric, better in ((c.metric, c.better) for c in table_columns(task)):
-            text = _cell(line[f"{metric}_mean"], line[f"{metric}_std"], _digits(metric))
+            text = _cell(line[f"{metric}_mean"], line[f"{metric}_ci"], _digits(metric))
+            text = f"{bold[0]}{text}{bold[1]}" if metric in best else text + (TIE if metric in tied else "")
             arrow = {"max": " ↑", "min": " ↓", None: ""}[better]
-            cells[f"{metric}{arrow}"] = f"{bold[0]}{text}{bold[1]}" if metric in best else text
+            cells[f"{metric}{arrow}"] = text
         out.append(cells)
     return pd.DataFrame(out)
 
@@ -142,7 +158,15 @@ def to_markdown(table: pd.DataFrame, task: str) -> str:
     return formatted(table, task, ("**", "**")).to_markdown(index=False)
 
 
-_TEX = (("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("±", r"$\pm$"), ("↑", r"$\uparrow$"), ("↓", r"$\downarrow$"))
+_TEX = (
+    ("_", r"\_"),
+    ("%", r"\%"),
+    ("&", r"\&"),
+    ("±", r"$\pm$"),
+    ("≈", r"$\approx$"),
+    ("↑", r"$\uparrow$"),
+    ("↓", r"$\downarrow$"),
+)
 
 
 def _tex(text: str) -> str:
@@ -191,3 +215,31 @@ def selector_table(rows: pd.DataFrame, iterate: str = "best", metric: str = "tes
     table = selector_stats(rows, iterate, metric).pivot(index="selector", columns="mr", values="mean")
     table.columns = [f"{100 * mr:g} %" for mr in table.columns]
     return table.reset_index()
+
+
+def paired_against(rows: pd.DataFrame, task: str, iterate: str = "best", against: str = "gif") -> pd.DataFrame:
+    """Every edit line against ``against``'s (its first line, e.g. GIF at the smallest MR of the
+    sweep) on the same seeds, per directed metric: ``n`` pairs, the mean difference (line − GIF),
+    its 95 % CI, the paired t-test's p and, from 6 pairs, Wilcoxon's (:func:`stats.paired`)."""
+    table = summarize(rows, task, iterate)
+    prefix = {"best": "best_", "final": ""}[iterate]
+    edits = rows[rows["method"].isin(edit_methods())]
+    groups = {key: g.set_index("seed") for key, g in edits.groupby(["method", "selector", "mr"], sort=False)}
+    base_keys = [k for k in groups if k[0] == against]
+    if not base_keys:
+        return pd.DataFrame()
+    base_key = min(base_keys, key=lambda k: k[2])
+    out = []
+    for _, line in table[table["method"].isin(edit_methods())].iterrows():
+        key = (line["method"], line["selector"], line["mr"])
+        if key == base_key or key not in groups:
+            continue
+        for column in (c for c in table_columns(task) if c.better is not None):
+            col = "best_gap_to_retrain" if column.metric == "gap_to_retrain" and prefix else prefix + column.metric
+            if col not in groups[key] or col not in groups[base_key]:
+                continue
+            values = pd.to_numeric(groups[key][col], errors="coerce")
+            result = paired(values, pd.to_numeric(groups[base_key][col], errors="coerce"))
+            where = {"method": key[0], "selector": key[1], "mr": key[2], "against": f"{label(against)} {base_key[2]:g}"}
+            out.append({**where, "metric": column.metric, **vars(result)})
+    return pd.DataFrame(out)

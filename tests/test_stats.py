@@ -1,0 +1,50 @@
+"""Confidence intervals, paired tests and significant bests against scipy.stats on known numbers."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sp
+
+from gif_bench import stats
+
+
+def test_the_ci_is_students_t_interval():
+    values = [91.2, 90.1, 92.8, 89.9, 91.5]
+    mean, half = stats.mean_ci(values)
+    low, high = sp.t.interval(0.95, 4, loc=np.mean(values), scale=sp.sem(values))
+    assert mean == pytest.approx(91.1) and half == pytest.approx((high - low) / 2)
+    assert half == pytest.approx(sp.t.ppf(0.975, 4) * np.std(values, ddof=1) / math.sqrt(5))
+    assert stats.mean_ci([3.0])[1] != stats.mean_ci([3.0])[1]  # NaN: no interval from one value
+    assert stats.mean_ci([2.0, 2.0, 2.0]) == (2.0, 0.0)
+
+
+def test_the_paired_comparison_is_scipys_paired_t_test_and_wilcoxon_from_six_pairs():
+    a = pd.Series([0.90, 0.92, 0.88, 0.95, 0.91, 0.93, 0.89], index=range(7))
+    b = pd.Series([0.85, 0.90, 0.86, 0.90, 0.92, 0.88, 0.84], index=range(7))
+    result = stats.paired(a, b)
+    ref = sp.ttest_rel(a, b)
+    assert result.n == 7 and result.mean_diff == pytest.approx((a - b).mean())
+    assert result.p_t == pytest.approx(ref.pvalue)
+    assert (result.ci_low, result.ci_high) == pytest.approx(tuple(ref.confidence_interval(0.95)))
+    assert result.p_wilcoxon == pytest.approx(sp.wilcoxon(a - b).pvalue)
+    few = stats.paired(a[:5], b[:5])
+    assert math.isnan(few.p_wilcoxon) and few.p_t == pytest.approx(sp.ttest_rel(a[:5], b[:5]).pvalue)
+    shifted = stats.paired(a, b.set_axis(range(3, 10)))  # pairs only on the seeds both have
+    assert shifted.n == 4
+
+
+def test_best_is_refused_for_a_difference_that_is_not_significant():
+    seeds = range(5)
+    close = {
+        "gif": pd.Series([91.0, 89.0, 93.0, 90.0, 92.0], index=seeds),
+        "freezing": pd.Series([90.0, 90.0, 92.0, 89.0, 93.0], index=seeds),  # mean 90.8 vs 91.0
+        "koh": pd.Series([80.0, 81.0, 79.0, 82.0, 80.0], index=seeds),
+    }
+    assert sp.ttest_rel(close["gif"], close["freezing"]).pvalue > 0.05
+    best, tied = stats.significantly_best(close, "max")
+    assert best is None and tied == ["gif", "freezing"]  # koh is significantly worse: not in the tie
+    clear = {**close, "freezing": close["freezing"] - 5.0}
+    assert stats.significantly_best(clear, "max") == ("gif", [])
+    assert stats.significantly_best(close, "min") == ("koh", [])  # lower is better: koh, significantly
