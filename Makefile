@@ -1,6 +1,6 @@
 PYTHON ?= python
 PROFILE ?= paper
-EXPERIMENTS ?= table1 fig3 table2 label_change
+EXPERIMENTS ?= table1 fig3 table2 label_change random_removal
 REPORT_DIR ?= docs/results/$(PROFILE)
 
 .PHONY: test lint quickstart clean-outputs toy-figure bench reproduce-tables

@@ -9,7 +9,7 @@ from conftest import run_cli
 
 from gif_bench import runner, sweeps
 
-EXPERIMENTS = ("quickstart", "table1", "fig3", "table2", "label_change")
+EXPERIMENTS = ("quickstart", "table1", "fig3", "table2", "label_change", "random_removal")
 PROFILES = ("paper", "cpu")
 
 
@@ -66,7 +66,9 @@ def test_every_method_of_every_experiment_writes_an_ok_row(experiment, profile, 
             own.model.name,
             own.task.name,
         )
-        assert cfg["update"].rate == own["update"].rate and cfg.task.stop_self_acc == own.task.stop_self_acc
+        assert cfg["update"].rate == own["update"].rate and cfg.task.get("stop_self_acc") == own.task.get(
+            "stop_self_acc"
+        )
         row = runner.run(cfg)
         assert row["status"] == "ok", (job, row.get("error"))
         assert row["solver"] == own.solver.name and row["method"] == cfg.method.name

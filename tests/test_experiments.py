@@ -21,44 +21,70 @@ def _cells(grid: pd.DataFrame) -> set[tuple]:
 
 
 @pytest.mark.parametrize(
-    "profile, seeds, dataset, model, width",
-    [("paper", (0, 1, 2), "cifar10", "vgg11", 1.0), ("cpu", (0, 1), "digits", "vgg11", 0.25)],
+    "profile, seeds, mrs, dataset, width",
+    [("paper", (0, 1, 2), (0.05, 0.15, 0.3), "cifar10", 1.0), ("cpu", (0, 1, 2, 3, 4), (0.05,), "digits", 0.25)],
 )
-def test_table1_sweeps_every_method_mr_and_seed(profile, seeds, dataset, model, width):
+def test_table1_sweeps_every_method_mr_and_seed(profile, seeds, mrs, dataset, width):
     grid = sweeps.expected_grid(["experiment=table1", f"profile={profile}"])
-    expected = {(m, mr, "highest_k_outputs", s) for m in PARTIAL for mr in (0.05, 0.15, 0.3) for s in seeds}
+    expected = {(m, mr, "highest_k_outputs", s) for m in PARTIAL for mr in mrs for s in seeds}
     expected |= {(m, 1.0, "all", s) for m in WHOLE for s in seeds}
-    assert _cells(grid) == expected and len(grid) == 12 * len(seeds)
+    assert _cells(grid) == expected and len(grid) == (3 * len(mrs) + 3) * len(seeds)
     assert set(grid["experiment"]) == {f"table1-{profile}"}
     cfg = sweeps.compose(["experiment=table1", f"profile={profile}", "mr=0.05", "method=gif", "seed=0"])
     assert (cfg.dataset.name, cfg.model.name, cfg.model.width, cfg.task.name) == (
         dataset,
-        model,
+        "vgg11",
         width,
         "class_removal",
     )
     assert cfg["update"].rate == 0.06 and cfg.task.stop_self_acc == 0.1
 
 
+@pytest.mark.parametrize("profile, seeds", [("paper", (0, 1, 2)), ("cpu", (0, 1, 2, 3, 4))])
+def test_random_removal_runs_every_method_on_its_own_oracle(profile, seeds):
+    grid = sweeps.expected_grid(["experiment=random_removal", f"profile={profile}"])
+    expected = {(m, 0.05, "highest_k_outputs", s) for m in PARTIAL for s in seeds}
+    expected |= {(m, 1.0, "all", s) for m in WHOLE for s in seeds}
+    assert _cells(grid) == expected and set(grid["experiment"]) == {f"random_removal-{profile}"}
+    cfg = sweeps.compose(["experiment=random_removal", f"profile={profile}", "method=gif", "mr=0.05", "seed=3"])
+    assert (cfg.task.name, cfg.task.fraction, cfg.task.within_class, cfg.task.seed) == ("random_removal", 0.1, None, 3)
+
+
 def test_the_paper_profile_composes_every_experiment_with_its_grid():
     sizes = {}
-    for experiment in ("table1", "fig3", "table2", "label_change"):
+    for experiment in ("table1", "fig3", "table2", "label_change", "random_removal"):
         sizes[experiment] = len(sweeps.expected_grid([f"experiment={experiment}", "profile=paper"]))
     # fig3: 5 selectors x 5 MRs below 100 % + the one MR-100 % run, per seed; the tables: every
     # partial method per MR + IF, second-order and retraining once, per seed; 3 seeds
-    assert sizes == {"table1": 36, "fig3": 78, "table2": 18, "label_change": 18}
+    assert sizes == {"table1": 36, "fig3": 78, "table2": 18, "label_change": 18, "random_removal": 18}
     cfg = sweeps.compose(["experiment=table2", "method=gif", "mr=0.05", "seed=0"])
     assert (cfg.dataset.name, cfg.model.name, cfg.train.name, cfg.train.epochs) == ("mnist", "small_cnn", "mnist", 25)
     assert list(cfg.train.milestones) == [12, 18] and cfg.train.lr == 0.1 and cfg["update"].rate == 0.3
     assert cfg.hessian.samples == 2048 and cfg.task.name == "backdoor" and cfg.selector.name == "highest_k_outputs"
     cfg = sweeps.compose(["experiment=fig3", "selector=random", "mr=0.02", "seed=0"])
     assert (cfg.dataset.name, cfg.model.width, cfg.method.name, cfg.task.stop_self_acc) == ("cifar10", 1.0, "gif", 0.4)
+
+
+def test_the_cpu_profile_runs_the_backdoor_table_on_real_mnist_with_the_papers_recipe():
+    grid = sweeps.expected_grid(["experiment=table2", "profile=cpu"])
+    assert set(grid["seed"]) == {0, 1, 2, 3, 4} and len(grid) == 30
     cpu = sweeps.compose(["experiment=table2", "profile=cpu", "method=gif", "mr=0.05", "seed=0"])
-    assert (cpu.dataset.name, cpu.model.name, cpu.train.name, cpu.device) == ("digits", "small_cnn", "fast", "cpu")
+    assert (cpu.dataset.name, cpu.dataset.image_size, cpu.model.name, cpu.model.width) == (
+        "mnist5k",
+        28,
+        "small_cnn",
+        1.0,
+    )
+    assert (cpu.train.name, cpu.train.epochs, list(cpu.train.milestones), cpu.train.lr) == ("mnist", 25, [12, 18], 0.1)
+    assert (cpu.device, cpu.solver.name, cpu.hessian.samples, cpu["update"].rate) == ("cpu", "cg", 128, 0.3)
+    other = sweeps.compose(["experiment=table1", "profile=cpu", "method=gif", "mr=0.05", "seed=0"])
+    assert (other.dataset.name, other.train.name) == ("digits", "fast")  # only table2 moves
+    mine = sweeps.compose(["experiment=table2", "profile=cpu", "dataset=digits", "train=fast", "mr=0.05", "seed=0"])
+    assert (mine.dataset.name, mine.train.name) == ("digits", "fast")  # the command line still wins
 
 
 def test_the_command_line_narrows_an_experiments_sweep():
-    grid = sweeps.expected_grid(["experiment=table1", "profile=cpu", "seed=1", "method=gif,koh"])
+    grid = sweeps.expected_grid(["experiment=table1", "profile=paper", "seed=1", "method=gif,koh"])
     assert _cells(grid) == {("gif", mr, "highest_k_outputs", 1) for mr in (0.05, 0.15, 0.3)} | {("koh", 1.0, "all", 1)}
 
 
