@@ -271,3 +271,55 @@ def test_every_method_is_compared_with_gif_on_the_same_seeds():
     assert test_acc["mean_diff"] == pytest.approx(11 / 3)  # (5 + 4 + 2) / 3
     assert test_acc["p_t"] == pytest.approx(sp.ttest_rel([95, 96, 93], [90, 92, 91]).pvalue)
     assert math.isnan(test_acc["p_wilcoxon"])  # 3 pairs: Wilcoxon cannot reach 0.05
+    assert test_acc["verdict"] == ("better" if test_acc["p_t"] < 0.05 else "tie")
+    assert pairs.loc["self_acc", "verdict"] == "worse"  # koh keeps 8 more points of U on each seed
+
+
+def test_the_papers_order_is_tested_method_by_method_with_reversals_named():
+    from scipy import stats as sp
+
+    offsets = {"gif": 0.0, "freezing": -1.0, "projecting": 3.0, "koh": 3.0}  # projecting beats freezing
+    rows = pd.DataFrame(
+        [
+            _row(m, 0.05 if m != "koh" else 1.0, s, best_test_acc=90.0 + off + noise, best_self_acc=0.0)
+            for m, off in offsets.items()
+            for s, noise in enumerate((0.0, 0.3, -0.2, 0.1))
+        ]
+        + [_row("gif", 0.15, s, best_test_acc=50.0, best_self_acc=0.0) for s in range(4)]  # not the first line
+    )
+    pairs = tables.paired_in_order(rows, "class_removal")
+    test_acc = pairs[pairs["metric"] == "test_acc"].set_index("method")
+    assert list(test_acc.index) == ["gif", "freezing", "projecting"]
+    assert list(test_acc["against"]) == ["Freezing 0.05", "Projecting 0.05", "Koh & Liang IF 1"]
+    assert test_acc.loc["gif", "mr"] == 0.05 and test_acc.loc["gif", "mean_diff"] == pytest.approx(1.0)
+    assert test_acc.loc["gif", "verdict"] == "better"  # the order holds (constant difference: p = 0)
+    assert test_acc.loc["freezing", "verdict"] == "worse"  # reversed: projecting is 4 points ahead
+    assert test_acc.loc["projecting", "verdict"] == "tie" and test_acc.loc["projecting", "p_t"] == 1.0
+    assert (pairs["n"] == 4).all()
+    spread = rows.assign(best_test_acc=rows["best_test_acc"] + (rows["method"] == "gif") * rows["seed"] * 0.5)
+    row = tables.paired_in_order(spread, "class_removal").iloc[0]
+    noise = (0.0, 0.3, -0.2, 0.1)
+    gif = [90.0 + n + s * 0.5 for s, n in enumerate(noise)]
+    assert (row["method"], row["metric"]) == ("gif", "test_acc")
+    assert row["p_t"] == pytest.approx(sp.ttest_rel(gif, [89.0 + n for n in noise]).pvalue)
+
+
+def test_selectors_are_paired_against_random_at_each_mr():
+    from scipy import stats as sp
+
+    acc = {"highest_k_outputs": (95, 96, 94), "random": (90, 93, 88), "lowest_k_outputs": (91, 92, 89)}
+    rows = pd.DataFrame(
+        [
+            {"method": "gif", "selector": sel, "mr": 0.05, "seed": s, "best_test_acc": v}
+            for sel, values in acc.items()
+            for s, v in enumerate(values)
+        ]
+        + [{"method": "gif", "selector": "all", "mr": 1.0, "seed": s, "best_test_acc": 70.0} for s in range(3)]
+    )
+    pairs = tables.selector_pairs(rows).set_index("selector")
+    assert set(pairs.index) == {"highest_k_outputs", "lowest_k_outputs"} and set(pairs["mr"]) == {0.05}
+    high = pairs.loc["highest_k_outputs"]
+    assert high["mean_diff"] == pytest.approx(14 / 3) and high["n"] == 3
+    assert high["p_t"] == pytest.approx(sp.ttest_rel([95, 96, 94], [90, 93, 88]).pvalue)
+    assert high["verdict"] == ("better" if high["p_t"] < 0.05 else "tie")
+    assert pairs.loc["lowest_k_outputs", "verdict"] == "tie"  # +1, +(-1), +1: no consistent sign

@@ -55,7 +55,7 @@ def _header(name: str, overrides: list[str], found: pd.DataFrame, grid: pd.DataF
         f"- sweep: `python -m gif_bench {' '.join(overrides)}`\n"
         f"- table: `python -m gif_bench.report {' '.join(overrides)}`\n"
         f"- {len(found)} of {_runs(len(grid))} collected; iterate: {iterate} "
-        f"({'chosen on validation' if iterate == 'best' else 'the last step'}); mean ± std over seeds\n"
+        f"({'chosen on validation' if iterate == 'best' else 'the last step'}); mean ± 95 % CI (Student t) over seeds\n"
         f"- runs on: {devices}; run time of the runs (training included): {compute:.1f} min\n"
         f"- report made {dt.datetime.now().isoformat(timespec='seconds')} on {machine()}\n\n"
     )
@@ -63,7 +63,16 @@ def _header(name: str, overrides: list[str], found: pd.DataFrame, grid: pd.DataF
 
 PAIRED_HEADER = (
     "**Paired against GIF** (same seeds, so the same trained model and oracle; mean of line − GIF, "
-    "its 95 % CI, the paired t-test's p, Wilcoxon's p from 6 pairs on)"
+    "its 95 % CI, the paired t-test's p, Wilcoxon's p from 6 pairs on; verdict: the line is better, "
+    "worse or tied at p < 0.05)"
+)
+IN_ORDER_HEADER = (
+    "**The paper's order** (each method against the next in the table, GIF > freezing > projecting > "
+    "Koh & Liang > second-order; `better`: the order holds at p < 0.05, `worse`: it is reversed)"
+)
+SELECTOR_HEADER = (
+    "**Selectors against random** (GIF's test accuracy at each MR, same seeds; the paper: highest-k > "
+    "random > lowest-k)"
 )
 
 
@@ -91,16 +100,25 @@ def build(overrides: list[str], out: Path | None = None, iterate: str = "best") 
     if grid.loc[grid["selector"] != "all", "selector"].nunique() > 1:  # the sweep compares selectors
         table = tables.selector_table(found, iterate)
         markdown = tables.selector_table_markdown(table)
+        pairs = tables.selector_pairs(found, iterate)
+        if not pairs.empty:
+            markdown += f"\n\n{SELECTOR_HEADER}\n\n" + pairs.to_markdown(index=False, floatfmt=".3g")
+            written["paired"] = storage.write_atomic(
+                out / f"{name}-paired.csv", lambda tmp: pairs.to_csv(tmp, index=False)
+            )
         latex = tables.selector_table_latex(table)
         written["figure"] = plots.selector_study(found, out / f"{name}.png", iterate, title=f"{name}: test accuracy")
     else:
         table = tables.summarize(found, task, iterate)
         markdown = tables.to_markdown(table, task)
         pairs = tables.paired_against(found, task, iterate)
+        in_order = tables.paired_in_order(found, task, iterate)
         if not pairs.empty:
             markdown += f"\n\n{PAIRED_HEADER}\n\n" + pairs.to_markdown(index=False, floatfmt=".3g")
+            markdown += f"\n\n{IN_ORDER_HEADER}\n\n" + in_order.to_markdown(index=False, floatfmt=".3g")
+            both = pd.concat([pairs.assign(comparison="against GIF"), in_order.assign(comparison="in order")])
             written["paired"] = storage.write_atomic(
-                out / f"{name}-paired.csv", lambda tmp: pairs.to_csv(tmp, index=False)
+                out / f"{name}-paired.csv", lambda tmp: both.to_csv(tmp, index=False)
             )
         latex = tables.to_latex(table, task)
         written["figure"] = plots.trajectories(found, out / f"{name}-trajectories.png", title=f"{name}: trajectories")

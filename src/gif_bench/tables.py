@@ -1,5 +1,6 @@
-"""Result rows → the paper's tables: mean ± std over seeds, the model before the edit and the
-retrained model as reference rows, the best method per column marked.
+"""Result rows → the paper's tables: mean ± 95 % CI over seeds, the model before the edit and the
+retrained model as reference rows, a method marked best only where it is significantly best, and
+paired comparisons on the same seeds.
 
 Each column has a direction (``max``: higher is better, ``min``: lower is better); for losses
 on the edited data, higher is better (the retrained model never saw those examples).
@@ -217,29 +218,94 @@ def selector_table(rows: pd.DataFrame, iterate: str = "best", metric: str = "tes
     return table.reset_index()
 
 
-def paired_against(rows: pd.DataFrame, task: str, iterate: str = "best", against: str = "gif") -> pd.DataFrame:
-    """Every edit line against ``against``'s (its first line, e.g. GIF at the smallest MR of the
-    sweep) on the same seeds, per directed metric: ``n`` pairs, the mean difference (line − GIF),
-    its 95 % CI, the paired t-test's p and, from 6 pairs, Wilcoxon's (:func:`stats.paired`)."""
-    table = summarize(rows, task, iterate)
-    prefix = {"best": "best_", "final": ""}[iterate]
+def _edit_groups(rows: pd.DataFrame) -> dict[tuple, pd.DataFrame]:
     edits = rows[rows["method"].isin(edit_methods())]
-    groups = {key: g.set_index("seed") for key, g in edits.groupby(["method", "selector", "mr"], sort=False)}
-    base_keys = [k for k in groups if k[0] == against]
-    if not base_keys:
-        return pd.DataFrame()
-    base_key = min(base_keys, key=lambda k: k[2])
+    return {key: g.set_index("seed") for key, g in edits.groupby(["method", "selector", "mr"], sort=False)}
+
+
+def _pairs(groups: dict, pairs: list[tuple[tuple, tuple]], task: str, iterate: str) -> pd.DataFrame:
+    """For each (line, against) pair of (method, selector, MR) keys, per directed metric of
+    ``task``: ``n`` common seeds, the mean difference (line − against), its 95 % CI, the paired
+    t-test's p and, from 6 pairs, Wilcoxon's (:func:`stats.paired`)."""
+    prefix = {"best": "best_", "final": ""}[iterate]
     out = []
-    for _, line in table[table["method"].isin(edit_methods())].iterrows():
-        key = (line["method"], line["selector"], line["mr"])
-        if key == base_key or key not in groups:
-            continue
+    for key, base_key in pairs:
         for column in (c for c in table_columns(task) if c.better is not None):
             col = "best_gap_to_retrain" if column.metric == "gap_to_retrain" and prefix else prefix + column.metric
             if col not in groups[key] or col not in groups[base_key]:
                 continue
             values = pd.to_numeric(groups[key][col], errors="coerce")
             result = paired(values, pd.to_numeric(groups[base_key][col], errors="coerce"))
-            where = {"method": key[0], "selector": key[1], "mr": key[2], "against": f"{label(against)} {base_key[2]:g}"}
-            out.append({**where, "metric": column.metric, **vars(result)})
+            where = {"method": key[0], "selector": key[1], "mr": key[2]}
+            against = f"{label(base_key[0])} {base_key[2]:g}"
+            verdict = _verdict(result.mean_diff, result.p_t, column.better)
+            out.append({**where, "against": against, "metric": column.metric, **vars(result), "verdict": verdict})
+    return pd.DataFrame(out)
+
+
+def _verdict(mean_diff: float, p: float, better: str, alpha: float = 0.05) -> str:
+    """``better`` / ``worse`` (the line against the other, at p < ``alpha``) or ``tie``."""
+    if not p < alpha or mean_diff == 0:
+        return "tie"
+    return "better" if (mean_diff > 0) == (better == "max") else "worse"
+
+
+def _table_keys(rows: pd.DataFrame, task: str, iterate: str, groups: dict) -> list[tuple]:
+    table = summarize(rows, task, iterate)
+    keys = [(r["method"], r["selector"], r["mr"]) for _, r in table.iterrows()]
+    return [k for k in keys if k in groups]
+
+
+def paired_against(rows: pd.DataFrame, task: str, iterate: str = "best", against: str = "gif") -> pd.DataFrame:
+    """Every edit line against ``against``'s (its first line, e.g. GIF at the smallest MR of the
+    sweep) on the same seeds, per directed metric (see :func:`_pairs`)."""
+    groups = _edit_groups(rows)
+    base_keys = [k for k in groups if k[0] == against]
+    if not base_keys:
+        return pd.DataFrame()
+    base_key = min(base_keys, key=lambda k: k[2])
+    keys = _table_keys(rows, task, iterate, groups)
+    return _pairs(groups, [(k, base_key) for k in keys if k != base_key], task, iterate)
+
+
+def paired_in_order(rows: pd.DataFrame, task: str, iterate: str = "best") -> pd.DataFrame:
+    """Each method's first line (smallest MR) against the next method's, in the table's order
+    (the order methods are registered in: the paper's, GIF > freezing > projecting > Koh &
+    Liang > second-order), on the same seeds, per directed metric (see :func:`_pairs`). A
+    positive difference on a ``max`` metric, or a negative one on a ``min`` metric, at p < 0.05
+    is the paper's order holding; the opposite sign at p < 0.05 is a reversal."""
+    groups = _edit_groups(rows)
+    firsts: dict[str, tuple] = {}
+    for key in _table_keys(rows, task, iterate, groups):
+        firsts.setdefault(key[0], key)
+    keys = list(firsts.values())
+    return _pairs(groups, list(zip(keys, keys[1:])), task, iterate)
+
+
+def selector_pairs(
+    rows: pd.DataFrame, iterate: str = "best", metric: str = "test_acc", against: str = "random"
+) -> pd.DataFrame:
+    """The selector study's paired comparisons: at each MR below 100 %, every selector's GIF
+    ``metric`` against ``against``'s on the same seeds (the paper: highest-k > random >
+    lowest-k), as :func:`stats.paired` gives it."""
+    col = {"best": f"best_{metric}", "final": metric}[iterate]
+    gif = rows[(rows["method"] == "gif") & (rows["selector"] != "all")]
+    out = []
+    for mr, at_mr in gif.groupby("mr"):
+        by = {s: pd.to_numeric(g.set_index("seed")[col], errors="coerce") for s, g in at_mr.groupby("selector")}
+        if against not in by:
+            continue
+        for selector in (s for s in SELECTORS if s in by and s != against):
+            result = paired(by[selector], by[against])
+            verdict = _verdict(result.mean_diff, result.p_t, "max")
+            out.append(
+                {
+                    "selector": selector,
+                    "mr": mr,
+                    "against": against,
+                    "metric": metric,
+                    **vars(result),
+                    "verdict": verdict,
+                }
+            )
     return pd.DataFrame(out)
