@@ -22,7 +22,7 @@ def _cells(grid: pd.DataFrame) -> set[tuple]:
 
 @pytest.mark.parametrize(
     "profile, seeds, mrs, dataset, width",
-    [("paper", (0, 1, 2), (0.05, 0.15, 0.3), "cifar10", 1.0), ("cpu", (0, 1, 2, 3, 4), (0.05,), "digits", 0.25)],
+    [("paper", (0, 1, 2), (0.05, 0.15, 0.3), "cifar10", 1.0), ("cpu", (0, 1, 2, 3, 4), (0.05,), "digits", 0.125)],
 )
 def test_table1_sweeps_every_method_mr_and_seed(profile, seeds, mrs, dataset, width):
     grid = sweeps.expected_grid(["experiment=table1", f"profile={profile}"])
