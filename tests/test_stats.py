@@ -1,5 +1,6 @@
 """Confidence intervals, paired tests and significant bests against scipy.stats on known numbers."""
 
+import json
 import math
 
 import numpy as np
@@ -48,3 +49,22 @@ def test_best_is_refused_for_a_difference_that_is_not_significant():
     clear = {**close, "freezing": close["freezing"] - 5.0}
     assert stats.significantly_best(clear, "max") == ("gif", [])
     assert stats.significantly_best(close, "min") == ("koh", [])  # lower is better: koh, significantly
+
+
+def test_rows_over_seeds_give_median_and_range_per_setting(tmp_path):
+    from gif_bench.report import main, over_seeds
+
+    folder = tmp_path / "results" / "quickstart"
+    folder.mkdir(parents=True)
+    base = {"experiment": "quickstart", "task": "backdoor", "dataset": "digits", "selector": "s", "status": "ok"}
+    for seed, acc in enumerate((80.0, 99.0, 90.0)):
+        row = {**base, "method": "gif", "mr": 0.05, "seed": seed, "test_acc": acc, "self_acc": 100.0 - acc}
+        (folder / f"g{seed}.json").write_text(json.dumps(row))
+    (folder / "k.json").write_text(json.dumps({**base, "method": "koh", "mr": 1.0, "seed": 0, "test_acc": 70.0}))
+    (folder / "f.json").write_text(json.dumps({**base, "method": "koh", "mr": 1.0, "seed": 1, "status": "failed"}))
+    table = over_seeds(tmp_path, "quickstart")
+    gif = next(line for line in table.splitlines() if "| gif" in line)
+    assert "90 [80, 99]" in gif and "10 [1, 20]" in gif and "|       3 |" in gif
+    koh = next(line for line in table.splitlines() if "| koh" in line)
+    assert "70 [70, 70]" in koh and "|       1 |" in koh  # the failed row is not a seed
+    assert main(["--rows", "--over-seeds", "--root", str(tmp_path / "nowhere")]) == 1

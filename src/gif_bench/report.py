@@ -157,6 +157,30 @@ def row_listing(root: str | Path, experiment: str | None = None) -> str:
     return shown.to_markdown(index=False, floatfmt=".3g")
 
 
+SEED_GROUP = ("experiment", "task", "dataset", "method", "selector", "mr")
+
+
+def over_seeds(root: str | Path, experiment: str | None = None) -> str:
+    """The rows of :func:`row_listing` grouped over seeds: each figure as median [min, max] and
+    the number of seeds, the form the README quotes single runs in."""
+    found = rows.collect(root, experiment)
+    found = found[found["status"] == "ok"] if "status" in found else found
+    if found.empty:
+        raise ValueError(f"no ok result rows under {root}/results")
+    task_columns = [c.metric for task in TASKS.values() for c in task.columns if c.metric not in ROW_COSTS]
+    figures = list(dict.fromkeys((*ROW_FIGURES, *task_columns, *ROW_COSTS)))
+    figures = [c for c in figures if c in found.columns and pd.to_numeric(found[c], errors="coerce").notna().any()]
+    keys = [k for k in SEED_GROUP if k in found.columns]
+    lines = []
+    for key, group in found.groupby(keys, sort=True, dropna=False):
+        line = dict(zip(keys, key)) | {"seeds": group["seed"].nunique()}
+        for column in figures:
+            values = pd.to_numeric(group[column], errors="coerce").dropna()
+            line[column] = f"{values.median():.3g} [{values.min():.3g}, {values.max():.3g}]" if len(values) else ""
+        lines.append(line)
+    return pd.DataFrame(lines).to_markdown(index=False)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gif_bench.report", description=__doc__.splitlines()[0])
     parser.add_argument("overrides", nargs="*", help="the sweep's overrides, e.g. experiment=table1 profile=cpu")
@@ -166,10 +190,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", action="store_true", help="list the result rows under --root instead")
     parser.add_argument("--root", default="outputs", help="with --rows: paths.root of the runs (default outputs)")
     parser.add_argument("--experiment", default=None, help="with --rows: only this experiment")
+    parser.add_argument("--over-seeds", action="store_true", help="with --rows: median [min, max] over seeds")
     args = parser.parse_args(argv)
     if args.rows:
         try:
-            print(row_listing(args.root, args.experiment))
+            print((over_seeds if args.over_seeds else row_listing)(args.root, args.experiment))
         except ValueError as err:
             print(f"gif-bench report: error: {err}", file=sys.stderr)
             return 1
