@@ -136,6 +136,9 @@ def test_the_selector_table_puts_the_full_run_in_every_line():
     table = tables.selector_table(rows).set_index("selector")
     assert table.loc["random", "5 %"] == 81.0 and table.loc["highest_k_outputs", "5 %"] == 90.0
     assert list(table["100 %"]) == [70.0, 70.0]
+    cells = tables.selector_table(rows, with_ci=True).set_index("selector")
+    assert cells.loc["random", "5 %"] == "81.00 ± 12.71 (n=2)"  # t(0.975, 1) · √2/√2
+    assert cells.loc["highest_k_outputs", "5 %"] == "90.00 ± nan (n=1)"
 
 
 def _report(*args: str) -> subprocess.CompletedProcess:

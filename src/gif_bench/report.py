@@ -99,14 +99,14 @@ def build(overrides: list[str], out: Path | None = None, iterate: str = "best") 
 
     if grid.loc[grid["selector"] != "all", "selector"].nunique() > 1:  # the sweep compares selectors
         table = tables.selector_table(found, iterate)
-        markdown = tables.selector_table_markdown(table)
+        markdown = tables.selector_table_markdown(tables.selector_table(found, iterate, with_ci=True))
         pairs = tables.selector_pairs(found, iterate)
         if not pairs.empty:
             markdown += f"\n\n{SELECTOR_HEADER}\n\n" + pairs.to_markdown(index=False, floatfmt=".3g")
             written["paired"] = storage.write_atomic(
                 out / f"{name}-paired.csv", lambda tmp: pairs.to_csv(tmp, index=False)
             )
-        latex = tables.selector_table_latex(table)
+        latex = tables.selector_table_latex(tables.selector_table(found, iterate, with_ci=True))
         written["figure"] = plots.selector_study(found, out / f"{name}.png", iterate, title=f"{name}: test accuracy")
     else:
         table = tables.summarize(found, task, iterate)

@@ -200,20 +200,31 @@ def selector_table_latex(table: pd.DataFrame) -> str:
 
 
 def selector_stats(rows: pd.DataFrame, iterate: str = "best", metric: str = "test_acc") -> pd.DataFrame:
-    """GIF's ``metric`` per (selector, MR): ``mean`` and ``std`` over seeds. The MR-100 % run
-    (selector ``all``, which is every selector's choice there) is repeated for each selector."""
+    """GIF's ``metric`` per (selector, MR): ``mean``, ``std``, ``ci`` (half-width of the 95 %
+    Student-t interval) and ``n`` over seeds. The MR-100 % run (selector ``all``, which is every
+    selector's choice there) is repeated for each selector."""
     col = {"best": f"best_{metric}", "final": metric}[iterate]
     gif = rows[rows["method"] == "gif"].assign(value=lambda d: pd.to_numeric(d[col], errors="coerce"))
     full = gif[gif["selector"] == "all"]
     parts = gif[gif["selector"] != "all"]
     both = pd.concat([parts, *(full.assign(selector=s) for s in parts["selector"].unique())])
-    return both.groupby(["selector", "mr"])["value"].agg(["mean", "std"]).reset_index()
+    groups = both.groupby(["selector", "mr"])["value"]
+    out = groups.agg(["mean", "std", "count"]).rename(columns={"count": "n"})
+    out["ci"] = groups.apply(lambda v: mean_ci(v)[1])
+    return out.reset_index()
 
 
-def selector_table(rows: pd.DataFrame, iterate: str = "best", metric: str = "test_acc") -> pd.DataFrame:
+def selector_table(
+    rows: pd.DataFrame, iterate: str = "best", metric: str = "test_acc", with_ci: bool = False
+) -> pd.DataFrame:
     """Figure 3 as a table: one line per selector, one column per MR (%), the mean of ``metric``
-    over seeds (see :func:`selector_stats`)."""
-    table = selector_stats(rows, iterate, metric).pivot(index="selector", columns="mr", values="mean")
+    over seeds (see :func:`selector_stats`); ``with_ci``: cells ``mean ± CI (n)`` as text."""
+    stats = selector_stats(rows, iterate, metric)
+    if with_ci:
+        stats = stats.assign(
+            mean=[f"{m:.2f} ± {c:.2f} (n={n})" for m, c, n in zip(stats["mean"], stats["ci"], stats["n"])]
+        )
+    table = stats.pivot(index="selector", columns="mr", values="mean")
     table.columns = [f"{100 * mr:g} %" for mr in table.columns]
     return table.reset_index()
 
