@@ -99,14 +99,15 @@ def build(overrides: list[str], out: Path | None = None, iterate: str = "best") 
 
     if grid.loc[grid["selector"] != "all", "selector"].nunique() > 1:  # the sweep compares selectors
         table = tables.selector_table(found, iterate)
-        markdown = tables.selector_table_markdown(tables.selector_table(found, iterate, with_ci=True))
+        cells = tables.selector_table(found, iterate, with_ci=True)
+        markdown = tables.selector_table_markdown(cells)
         pairs = tables.selector_pairs(found, iterate)
         if not pairs.empty:
             markdown += f"\n\n{SELECTOR_HEADER}\n\n" + pairs.to_markdown(index=False, floatfmt=".3g")
             written["paired"] = storage.write_atomic(
                 out / f"{name}-paired.csv", lambda tmp: pairs.to_csv(tmp, index=False)
             )
-        latex = tables.selector_table_latex(tables.selector_table(found, iterate, with_ci=True))
+        latex = tables.selector_table_latex(cells)
         written["figure"] = plots.selector_study(found, out / f"{name}.png", iterate, title=f"{name}: test accuracy")
     else:
         table = tables.summarize(found, task, iterate)
@@ -145,14 +146,19 @@ ROW_FIGURES = ("before_test_acc", "test_acc", "before_self_acc", "self_acc")
 ROW_COSTS = ("retrain_test_acc", "gap_to_retrain", "steps", "hvps", "solver_residual", "update_seconds")
 
 
+def _row_figures() -> list[str]:
+    """The common figures, each task's table columns, the oracle's test accuracy and the costs."""
+    task_columns = [c.metric for task in TASKS.values() for c in task.columns if c.metric not in ROW_COSTS]
+    return list(dict.fromkeys((*ROW_FIGURES, *task_columns, *ROW_COSTS)))
+
+
 def row_listing(root: str | Path, experiment: str | None = None) -> str:
     """Every result row under ``root`` as a Markdown table: the run's settings, the common
     figures, each task's table columns, the oracle's test accuracy and the edit's cost."""
     found = rows.collect(root, experiment)
     if found.empty:
         raise ValueError(f"no result rows under {root}/results")
-    task_columns = [c.metric for task in TASKS.values() for c in task.columns if c.metric not in ROW_COSTS]
-    wanted = list(dict.fromkeys((*ROW_COLUMNS, *ROW_FIGURES, *task_columns, *ROW_COSTS)))
+    wanted = list(dict.fromkeys((*ROW_COLUMNS, *_row_figures())))
     shown = found[[c for c in wanted if c in found.columns]].sort_values(["experiment", "task", "method", "mr", "seed"])
     return shown.to_markdown(index=False, floatfmt=".3g")
 
@@ -167,9 +173,9 @@ def over_seeds(root: str | Path, experiment: str | None = None) -> str:
     found = found[found["status"] == "ok"] if "status" in found else found
     if found.empty:
         raise ValueError(f"no ok result rows under {root}/results")
-    task_columns = [c.metric for task in TASKS.values() for c in task.columns if c.metric not in ROW_COSTS]
-    figures = list(dict.fromkeys((*ROW_FIGURES, *task_columns, *ROW_COSTS)))
-    figures = [c for c in figures if c in found.columns and pd.to_numeric(found[c], errors="coerce").notna().any()]
+    figures = [
+        c for c in _row_figures() if c in found.columns and pd.to_numeric(found[c], errors="coerce").notna().any()
+    ]
     keys = [k for k in SEED_GROUP if k in found.columns]
     lines = []
     for key, group in found.groupby(keys, sort=True, dropna=False):
