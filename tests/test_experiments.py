@@ -13,7 +13,10 @@ from conftest import ROOT, TINY, run_cli
 from gif_bench import sweeps, tables
 
 PARTIAL = ("gif", "freezing", "projecting")
-WHOLE = ("koh", "second_order", "retrain")  # every parameter: one run per seed, whatever the MR
+WHOLE = (  # every parameter: one run per seed, whatever the MR
+    "koh", "second_order", "kfac", "ekfac", "arnoldi",
+    "finetune", "grad_ascent", "random_label", "l1_sparse", "salun", "retrain",
+)  # fmt: skip
 
 
 def _cells(grid: pd.DataFrame) -> set[tuple]:
@@ -28,7 +31,7 @@ def test_table1_sweeps_every_method_mr_and_seed(profile, seeds, mrs, dataset, wi
     grid = sweeps.expected_grid(["experiment=table1", f"profile={profile}"])
     expected = {(m, mr, "highest_k_outputs", s) for m in PARTIAL for mr in mrs for s in seeds}
     expected |= {(m, 1.0, "all", s) for m in WHOLE for s in seeds}
-    assert _cells(grid) == expected and len(grid) == (3 * len(mrs) + 3) * len(seeds)
+    assert _cells(grid) == expected and len(grid) == (3 * len(mrs) + len(WHOLE)) * len(seeds)
     assert set(grid["experiment"]) == {f"table1-{profile}"}
     cfg = sweeps.compose(["experiment=table1", f"profile={profile}", "mr=0.05", "method=gif", "seed=0"])
     assert (cfg.dataset.name, cfg.model.name, cfg.model.width, cfg.task.name) == (

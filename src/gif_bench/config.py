@@ -86,6 +86,11 @@ def validate(cfg: DictConfig) -> None:
     number(cfg, "update.rate", 0.0, lo_open=True)
     number(cfg, "update.max_steps", 1, integer=True)
     number(cfg, "update.max_val_drop", 0.0)
+    if get(cfg, "update.recompute_every") is not None:
+        number(cfg, "update.recompute_every", 1, integer=True)
+    if get(cfg, "update.stall_boost") is not None:
+        number(cfg, "update.stall_boost", 0.0, lo_open=True)
+    number(cfg, "update.stall_patience", 1, integer=True)
 
     number(cfg, "train.epochs", 0, integer=True)
     number(cfg, "train.lr", 0.0, lo_open=True)

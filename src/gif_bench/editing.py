@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from . import influence
 from .data import batches
 from .influence import tree
-from .registry import METHODS, MethodSpec, validation_f1
+from .registry import METHODS, SELECTORS, MethodSpec, validation_f1
 from .tasks import Edit
 
 
@@ -35,8 +35,9 @@ class Trajectory:
     best: dict[str, float] | None = None
     best_state: dict[str, Tensor] | None = None  # parameters of the best iterate
     reached_threshold: bool = False
-    stop_reason: str = "max_steps"  # threshold (the task's stop rule held) | collapse | max_steps
+    stop_reason: str = "max_steps"  # threshold (the task's stop rule held) | collapse | max_steps | epochs
     seconds: float = 0.0
+    boosts: int = 0  # times the rate was multiplied by stall_boost
 
     @property
     def final(self) -> dict[str, float]:
@@ -94,7 +95,9 @@ class Problem:
     the fixed Hessian sample; ``grad`` the right-hand side g (:func:`removal_gradient`);
     ``mask`` the selector's J (every parameter for a method without a mask); ``options`` the
     solver's options (a method's own ``lissa:`` block merged in for ``solver=lissa``);
-    ``generator`` the run's seeded generator, for any further sample a method draws.
+    ``generator`` the run's seeded generator, for any further sample a method draws;
+    ``model`` the module itself (BatchNorm unfolded, for methods that hook its layers) and
+    ``hessian_batch`` the Hessian sample ``(x, y)`` itself.
     """
 
     edit: Edit
@@ -106,6 +109,8 @@ class Problem:
     mask: dict[str, Tensor]
     options: dict[str, Any]
     generator: torch.Generator
+    model: nn.Module
+    hessian_batch: tuple[Tensor, Tensor]
 
 
 def solver_options(cfg: DictConfig) -> dict[str, Any]:
@@ -140,17 +145,28 @@ def setup(cfg: DictConfig, model: nn.Module, edit: Edit, method: MethodSpec | No
         return F.cross_entropy(logits(p, x_h), y_h)
 
     grad = removal_gradient(folded, edit, params)
-    mask = influence.select(
-        cfg.selector.name,
-        model,
-        ratio=float(cfg.mr),
-        batch=_edit_batch(edit, s_idx),
-        loss_fn=_edit_loss,
-        seed=int(cfg.seed),
-    )
     if not method.uses_mask:  # every parameter, whatever the selector chose
         mask = {k: torch.ones_like(v, dtype=torch.bool) for k, v in params.items()}
-    return Problem(edit, params, folded, logits, hessian_loss, grad, mask, solver_options(cfg), gen)
+    else:
+        fisher = None
+        if SELECTORS[cfg.selector.name].uses_fisher:  # the empirical Fisher of the Hessian sample
+
+            def one_loss(p: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
+                return F.cross_entropy(logits(p, x[None]), y[None])
+
+            fisher = influence.fisher_diagonal(one_loss, params, x_h, y_h)
+        mask = influence.select(
+            cfg.selector.name,
+            model,
+            ratio=float(cfg.mr),
+            batch=_edit_batch(edit, s_idx),
+            loss_fn=_edit_loss,
+            seed=int(cfg.seed),
+            grad=grad,
+            fisher=fisher,
+        )
+    options = solver_options(cfg)
+    return Problem(edit, params, folded, logits, hessian_loss, grad, mask, options, gen, model, (x_h, y_h))
 
 
 def solve_library_method(cfg: DictConfig, problem: Problem) -> tuple[dict[str, Tensor], influence.SolveInfo]:
@@ -168,11 +184,17 @@ def solve_library_method(cfg: DictConfig, problem: Problem) -> tuple[dict[str, T
     )
 
 
-def influence_direction(cfg: DictConfig, model: nn.Module, edit: Edit) -> Direction:
-    """Pose the edit (:func:`setup`) and solve for Δθ with ``cfg.method``'s ``direction``."""
+def influence_direction(
+    cfg: DictConfig, model: nn.Module, edit: Edit, mask: dict[str, Tensor] | None = None
+) -> Direction:
+    """Pose the edit (:func:`setup`) at the model's current parameters and solve for Δθ with
+    ``cfg.method``'s ``direction``; ``mask`` replaces the selector's J (a recomputed direction
+    keeps the first one's). The Hessian sample is the same at every call (seeded by cfg.seed)."""
     start = time.perf_counter()
     method = METHODS[cfg.method.name]
     problem = setup(cfg, model, edit, method)
+    if mask is not None:
+        problem.mask = mask
     delta, info = method.direction(cfg, problem)
     return Direction(delta, problem.mask, info, time.perf_counter() - start)
 
@@ -189,6 +211,10 @@ def apply_updates(
     score: Callable[[dict[str, float]], Any] = validation_f1,
     on_step: Callable[[dict[str, float], int], Any] | None = None,
     collapse_below: float = -math.inf,
+    recompute_every: int | None = None,
+    recompute: Callable[[int], dict[str, Tensor]] | None = None,
+    stall_boost: float | None = None,
+    stall_patience: int = 10,
 ) -> Trajectory:
     """θ ← θ + rate · Δθ/‖Δθ‖, evaluating after every step, until ``stop(metrics)`` (stop
     reason ``threshold``), until the validation accuracy falls below ``collapse_below``
@@ -197,18 +223,31 @@ def apply_updates(
     The model is left at the final iterate; the best iterate is the first one of the highest
     ``score`` (the task's; by default the validation F1), and its parameters are kept in
     ``Trajectory.best_state``.
+
+    Iterative editing: with ``recompute_every=N``, after every N-th step Δθ is replaced by
+    ``recompute(step)`` (the direction re-linearised at the current iterate). With
+    ``stall_boost=c``, the rate is multiplied by c whenever progress stalls: U's accuracy
+    (``self_acc``) is no lower than it was ``stall_patience`` steps before (the paper's "γ × 5
+    when progress stalls"); the stall window then starts again.
     """
-    norm = tree.norm(delta)
-    if not math.isfinite(norm) or norm == 0.0:
-        raise RuntimeError(f"the influence direction has norm {norm}; nothing to apply")
-    step_vec = tree.scale(delta, rate / norm)
+    if recompute_every is not None and (recompute is None or recompute_every < 1):
+        raise ValueError("recompute_every needs a positive interval and a recompute function")
+
+    def unit_step(direction: dict[str, Tensor]) -> dict[str, Tensor]:
+        norm = tree.norm(direction)
+        if not math.isfinite(norm) or norm == 0.0:
+            raise RuntimeError(f"the influence direction has norm {norm}; nothing to apply")
+        return tree.scale(direction, 1.0 / norm)
+
+    unit = unit_step(delta)
     traj = Trajectory()
+    since_boost = 0
     start = time.perf_counter()
     bar = tqdm(range(1, max_steps + 1), desc="update", unit="step", leave=False, dynamic_ncols=True)
     for step in bar:
         with torch.no_grad():
             for name, p in model.named_parameters():
-                p.add_(step_vec[name])
+                p.add_(unit[name], alpha=rate)
         metrics = {"step": step, **metric_fn(model, edit)}
         traj.steps.append(metrics)
         if on_step is not None:
@@ -224,6 +263,14 @@ def apply_updates(
         if traj.reached_threshold:
             traj.stop_reason = "threshold"
             break
+        since_boost += 1
+        if stall_boost is not None and since_boost >= stall_patience and len(traj.steps) > stall_patience:
+            if metrics["self_acc"] >= traj.steps[-1 - stall_patience]["self_acc"]:
+                rate *= float(stall_boost)
+                traj.boosts += 1
+                since_boost = 0
+        if recompute_every is not None and step % recompute_every == 0 and step < max_steps:
+            unit = unit_step(recompute(step))
     bar.close()
     traj.seconds = time.perf_counter() - start
     return traj

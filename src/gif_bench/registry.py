@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from .editing import Problem
     from .influence import SolveInfo
     from .tasks import Edit
+    from .unlearning import Plan
 
 Validator = Callable[[DictConfig], None]  # raises ConfigError on a bad value of the whole config
 
@@ -43,6 +44,12 @@ class MethodSpec:
     which training examples the Hessian sample is drawn from: ``retained`` (R) or ``all``.
     ``keys`` are the method's own config keys (dropped from any other method's config, so that
     a sweep over methods passing one of them runs every other method once).
+
+    A fine-tuning unlearner has ``unlearn`` instead of ``direction``: ``unlearn(cfg, model,
+    edit, data)`` returns the :class:`~gif_bench.unlearning.Plan` that
+    :func:`~gif_bench.unlearning.unlearn` trains. ``family`` groups methods in tables and
+    comparisons: ``paper`` (the paper's lineup, compared in its order), ``influence`` (other
+    influence estimators) or ``unlearning`` (fine-tuning unlearners).
     """
 
     name: str
@@ -53,6 +60,8 @@ class MethodSpec:
     oracle: bool = False
     keys: tuple[str, ...] = ()
     validate: Validator = _no_checks
+    unlearn: Callable[[DictConfig, nn.Module, Edit, Data], Plan] | None = None
+    family: str = "paper"
 
 
 @dataclass(frozen=True)
@@ -110,10 +119,12 @@ class TaskSpec:
 @dataclass(frozen=True)
 class SelectorSpec:
     """A parameter selector of :func:`gif_bench.influence.select`; ``label`` names its line
-    in the selector study (``None``: not a selector the study compares, e.g. ``all``)."""
+    in the selector study (``None``: not a selector the study compares, e.g. ``all``);
+    ``uses_fisher``: it scores with the empirical Fisher's diagonal on the Hessian sample."""
 
     name: str
     label: str | None
+    uses_fisher: bool = False
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import torch
 from omegaconf import DictConfig
 
 from . import data as datasets
-from . import editing, influence, metrics, models, rows, storage, tasks, tracking, train
+from . import editing, influence, metrics, models, rows, storage, tasks, tracking, train, unlearning
 from .config import canonicalize, resolve_device, validate
 from .errors import ConfigError
 from .influence import tree
@@ -73,6 +73,8 @@ def base_row(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
         "train_recipe": cfg.train.name,
         "update_rate": float(cfg["update"].rate),
         "max_val_drop": float(cfg["update"].max_val_drop),
+        "recompute_every": cfg["update"].get("recompute_every"),
+        "stall_boost": cfg["update"].get("stall_boost"),
         "stop_self_acc": float(cfg.task.stop_self_acc) if "stop_self_acc" in cfg.task else None,
         "hessian_samples": int(cfg.hessian.samples),
         "status": "running",
@@ -101,15 +103,9 @@ def _measured_against(model, edit, reference: Reference, seed: int, state: dict 
     return out
 
 
-def _influence_edit(
-    cfg, model, edit, metric_fn, before_val_acc: float, retrained, reference: Reference, tracker, edited_root, run_id
-) -> dict:
-    """Select, solve and apply the update; the row's fields for the final and best iterates."""
-    task = TASKS[cfg.task.name]
-    reported = task.reported
-    direction = editing.influence_direction(cfg, model, edit)
+def _solve_fields(direction: editing.Direction) -> dict[str, Any]:
     info = direction.info
-    row: dict[str, Any] = dict(
+    return dict(
         n_selected=tree.count(direction.mask),
         influence_seconds=direction.seconds,
         hvps=info.hvps,
@@ -119,11 +115,28 @@ def _influence_edit(
         solver_residual=info.residual,
         solver_converged=info.converged,
         solver_hvp=info.hvp,  # how the Hessian products were formed (fallbacks included)
+        solved_by=info.solver,  # the method's own solve (kfac, arnoldi, …) where it has one
     )
+
+
+def _update_by_influence(cfg, model, edit, dataset, metric_fn, before_val_acc: float, tracker):
+    """Select, solve and step along the direction (recomputed every ``update.recompute_every``
+    steps); the trajectory and the row's cost fields."""
+    task = TASKS[cfg.task.name]
+    start = time.perf_counter()
+    first = editing.influence_direction(cfg, model, edit)
+    row: dict[str, Any] = _solve_fields(first)
+    every = cfg["update"].get("recompute_every")
+    directions = [first]
+
+    def recompute(_step: int) -> dict:
+        directions.append(editing.influence_direction(cfg, model, edit, mask=first.mask))
+        return directions[-1].delta
+
     traj = editing.apply_updates(
         model,
         edit,
-        direction.delta,
+        first.delta,
         rate=float(cfg["update"].rate),
         max_steps=int(cfg["update"].max_steps),
         stop=lambda m: task.stop(m, cfg.task),
@@ -131,7 +144,60 @@ def _influence_edit(
         score=task.score,
         collapse_below=before_val_acc - float(cfg["update"].max_val_drop),
         on_step=tracker.log,
+        recompute_every=None if every is None else int(every),
+        recompute=recompute,
+        stall_boost=cfg["update"].get("stall_boost"),
+        stall_patience=int(cfg["update"].get("stall_patience", 10)),
     )
+    row.update(
+        hvps=sum(d.info.hvps for d in directions),
+        directions=len(directions),
+        influence_seconds=sum(d.seconds for d in directions),
+        rate_boosts=traj.boosts,
+        edit_seconds=time.perf_counter() - start,
+    )
+    return traj, row
+
+
+def _update_by_unlearning(cfg, model, edit, dataset, metric_fn, before_val_acc: float, tracker):
+    """Train the method's :class:`~gif_bench.unlearning.Plan`; the trajectory (one step per
+    epoch) and the row's cost fields."""
+    task, method = TASKS[cfg.task.name], METHODS[cfg.method.name]
+    start = time.perf_counter()
+    plan = method.unlearn(cfg, model, edit, dataset)
+    traj = unlearning.unlearn(
+        cfg, model, edit, dataset, plan, metric_fn=metric_fn, score=task.score, on_step=tracker.log
+    )
+    epochs = int(cfg.method.epochs)
+    row = dict(
+        unlearn_form=plan.form,
+        edit_epochs=epochs,
+        edit_examples=epochs * len(plan.train_set),  # examples through forward and backward
+        n_selected=int(sum(m.sum() for m in plan.mask.values())) if plan.mask else models.n_params(model),
+        edit_seconds=time.perf_counter() - start,
+    )
+    return traj, row
+
+
+def _edit(
+    cfg,
+    model,
+    edit,
+    dataset,
+    metric_fn,
+    before_val_acc: float,
+    retrained,
+    reference: Reference,
+    tracker,
+    edited_root,
+    run_id,
+) -> dict:
+    """Edit the model with ``cfg.method`` (an influence update or a fine-tuning unlearner); the
+    row's fields for the final and best iterates and the edit's cost."""
+    task = TASKS[cfg.task.name]
+    reported = task.reported
+    update = _update_by_unlearning if METHODS[cfg.method.name].unlearn is not None else _update_by_influence
+    traj, row = update(cfg, model, edit, dataset, metric_fn, before_val_acc, tracker)
     row.update(_prefixed("", traj.final, reported))  # unprefixed: the final iterate
     row.update(_prefixed("best_", traj.best, reported))  # best_: the best on validation
     row.update(_measured_against(model, edit, reference, int(cfg.seed)))
@@ -143,7 +209,7 @@ def _influence_edit(
         best_step=traj.best["step"],
         reached_threshold=traj.reached_threshold,
         stop_reason=traj.stop_reason,
-        update_seconds=direction.seconds + traj.seconds,
+        update_seconds=row["edit_seconds"],
         trajectory=[{k: s[k] for k in task.trajectory if k in s} for s in traj.steps],
     )
     if cfg.save_edited:
@@ -221,10 +287,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             row.update(steps=0, best_step=0, update_seconds=oracle.seconds, gap_to_retrain=0.0)
             row.update(best_gap_to_retrain=0.0)
         else:
-            edited = _influence_edit(
+            edited = _edit(
                 cfg,
                 model,
                 edit,
+                dataset,
                 metric_fn,
                 before["val_acc"],
                 retrained,

@@ -11,3 +11,4 @@ for _name, _label in (
     ("all", None),  # every Conv/Linear parameter: the choice of every selector at mr=1
 ):
     SELECTORS.register(SelectorSpec(_name, _label))
+SELECTORS.register(SelectorSpec("curvature", "Curvature (g²/F)", uses_fisher=True))

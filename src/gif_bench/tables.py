@@ -282,13 +282,15 @@ def paired_against(rows: pd.DataFrame, task: str, iterate: str = "best", against
 def paired_in_order(rows: pd.DataFrame, task: str, iterate: str = "best") -> pd.DataFrame:
     """Each method's first line (smallest MR) against the next method's, in the table's order
     (the order methods are registered in: the paper's, GIF > freezing > projecting > Koh &
-    Liang > second-order), on the same seeds, per directed metric (see :func:`_pairs`). A
+    Liang > second-order; the other families are left out), on the same seeds, per directed
+    metric (see :func:`_pairs`). A
     positive difference on a ``max`` metric, or a negative one on a ``min`` metric, at p < 0.05
     is the paper's order holding; the opposite sign at p < 0.05 is a reversal."""
     groups = _edit_groups(rows)
     firsts: dict[str, tuple] = {}
     for key in _table_keys(rows, task, iterate, groups):
-        firsts.setdefault(key[0], key)
+        if key[0] in METHODS and METHODS[key[0]].family == "paper":
+            firsts.setdefault(key[0], key)
     keys = list(firsts.values())
     return _pairs(groups, list(zip(keys, keys[1:])), task, iterate)
 

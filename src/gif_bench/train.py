@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
-from torch import nn
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from . import storage
@@ -69,8 +70,26 @@ def _schedule(opt: torch.optim.Optimizer, recipe: DictConfig, steps_per_epoch: i
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
 
 
-def fit(model: nn.Module, data: Data, train_set: Split, recipe: DictConfig, seed: int, device) -> nn.Module:
-    """Train ``model`` on ``train_set`` with ``recipe`` (SGD, per-step LR schedule)."""
+def fit(
+    model: nn.Module,
+    data: Data,
+    train_set: Split,
+    recipe: DictConfig,
+    seed: int,
+    device,
+    *,
+    loss_fn: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy,
+    penalty: Callable[[nn.Module, float], Tensor] | None = None,
+    grad_mask: dict[str, Tensor] | None = None,
+    on_epoch: Callable[[int], object] | None = None,
+    desc: str = "train",
+) -> nn.Module:
+    """Train ``model`` on ``train_set`` with ``recipe`` (SGD, per-step LR schedule).
+
+    The objective of a batch is ``loss_fn(logits, y)`` plus ``penalty(model, t)`` (``t`` the
+    fraction of the steps done); ``grad_mask`` zeroes the gradients outside it before each
+    step; ``on_epoch(epoch)`` (1-based) is called after each epoch, the model in eval mode.
+    """
     gen = torch.Generator(device=device).manual_seed(seed)
     n = len(train_set)
     bs = min(int(recipe.batch_size), n)
@@ -79,8 +98,10 @@ def fit(model: nn.Module, data: Data, train_set: Split, recipe: DictConfig, seed
     sched = _schedule(opt, recipe, steps)
     use_amp = bool(recipe.amp) and torch.device(device).type == "cuda"
     model.train()
-    bar = tqdm(range(recipe.epochs), desc="train", unit="epoch", leave=False, dynamic_ncols=True)
-    for _ in bar:
+    params = dict(model.named_parameters())
+    total_steps, done = max(1, recipe.epochs * steps), 0
+    bar = tqdm(range(recipe.epochs), desc=desc, unit="epoch", leave=False, dynamic_ncols=True)
+    for epoch in bar:
         order = torch.randperm(n, device=device, generator=gen)
         correct, seen, total_loss = 0, 0, 0.0
         for sl in batches(n, bs)[:steps]:
@@ -90,15 +111,27 @@ def fit(model: nn.Module, data: Data, train_set: Split, recipe: DictConfig, seed
                 x = augment(x, crop_padding=data.crop_padding, hflip=data.hflip, generator=gen)
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
                 logits = model(x)
-                loss = F.cross_entropy(logits, y)
+                loss = loss_fn(logits, y)
+            if penalty is not None:
+                loss = loss + penalty(model, done / total_steps)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if grad_mask is not None:
+                for name, keep in grad_mask.items():
+                    if params[name].grad is not None:
+                        params[name].grad.mul_(keep)
             opt.step()
             sched.step()
+            done += 1
             total_loss += float(loss.detach()) * len(y)
-            correct += int((logits.argmax(1) == y).sum())
+            if y.dim() == 1:
+                correct += int((logits.argmax(1) == y).sum())
             seen += len(y)
         bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{100 * correct / seen:.1f}%")
+        if on_epoch is not None:
+            model.eval()
+            on_epoch(epoch + 1)
+            model.train()
     model.eval()
     return model
 

@@ -6,10 +6,19 @@ Functions of parameter dicts via ``torch.func``: no Hydra, no I/O, no global sta
 >>> delta = solve("gif", loss, params, grad, mask=mask, solver="lissa", max_iter=200)
 """
 
+from .curvature import (
+    arnoldi,
+    arnoldi_solve,
+    fisher_diagonal,
+    kfac_operator,
+    kfac_parameters,
+    kfac_solve,
+    top_eigenpairs,
+)
 from .fold import fold_batchnorm
 from .hvp import ggn_fn, gradient, hessian_matrix, hvp_fn
 from .methods import LINEAR_METHODS, METHODS, SOLVERS, LinearMethod, Solver, System, second_order, solve, solve_linear
-from .selectors import SELECTORS, layer_budget, select, selectable_layers
+from .selectors import SELECTORS, curvature_scores, layer_budget, select, selectable_layers
 from .solvers import SolveInfo, SolverDiverged, cg, lissa, lissa_classic, lsqr, top_eigenvalue
 
 __all__ = [
@@ -22,12 +31,19 @@ __all__ = [
     "Solver",
     "SolverDiverged",
     "System",
+    "arnoldi",
+    "arnoldi_solve",
     "cg",
+    "curvature_scores",
+    "fisher_diagonal",
     "fold_batchnorm",
     "ggn_fn",
     "gradient",
     "hessian_matrix",
     "hvp_fn",
+    "kfac_operator",
+    "kfac_parameters",
+    "kfac_solve",
     "layer_budget",
     "lissa",
     "lissa_classic",
@@ -37,5 +53,6 @@ __all__ = [
     "selectable_layers",
     "solve",
     "solve_linear",
+    "top_eigenpairs",
     "top_eigenvalue",
 ]

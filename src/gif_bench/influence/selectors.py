@@ -14,6 +14,9 @@ randomly chosen fan-in weights of that next unit.
 * ``highest_k_outputs`` / ``lowest_k_outputs``: score = |mean over batch (and space) of the
   layer output| (before any BatchNorm), descending / ascending.
 * ``highest_k_gradients`` / ``lowest_k_gradients``: score = |mean of ∂loss/∂(layer output)|.
+* ``curvature``: score = Σ over the unit's parameters of ``g² / (diag F + λ)``, with g the edit
+  gradient and F the empirical Fisher's diagonal on retained examples (:func:`curvature_scores`;
+  a diagonal-Newton estimate of how much of the edit the unit can carry), descending.
 * ``random``: ``k_layer`` individual weights and biases, uniformly at random.
 * ``all``: every selectable parameter (``ratio`` ignored).
 
@@ -41,6 +44,7 @@ SELECTORS = (
     "highest_k_gradients",
     "lowest_k_outputs",
     "lowest_k_gradients",
+    "curvature",
     "random",
     "all",
 )
@@ -265,6 +269,33 @@ def _head_mask(
     return {k: m.to(params[k].device) for k, m in masks.items()}
 
 
+def curvature_scores(
+    model: nn.Module, grad: dict[str, Tensor], fisher: dict[str, Tensor], damping: float | None = None
+) -> dict[str, Tensor]:
+    """Per layer, per row (output unit; a MultiheadAttention's in-projection row): the sum over
+    the row's weights and bias of ``g² / (F + λ)``, with ``grad`` g and ``fisher`` F keyed like
+    ``model.named_parameters()``. ``damping`` λ ``None``: 0.1 × the mean of F over every
+    selectable parameter (the damping heuristic of :mod:`~gif_bench.influence.curvature`)."""
+    layers = selectable_layers(model)
+    keyed = {
+        lname: {k: (f"{lname}.{k}" if lname else k) for k in block_parameters(layer)} for lname, layer in layers.items()
+    }
+    if damping is None:
+        values = torch.cat([fisher[key].flatten() for keys in keyed.values() for key in keys.values()])
+        damping = 0.1 * float(values.mean())
+    scores = {}
+    for lname, keys in keyed.items():
+        rows = {
+            k: (grad[key].pow(2) / (fisher[key] + damping)).reshape(grad[key].shape[0], -1).sum(1)
+            for k, key in keys.items()
+        }
+        split = [rows[k] for k in ("q_proj_weight", "k_proj_weight", "v_proj_weight") if k in rows]
+        total = torch.cat(split) if split else rows.get("weight", rows.get("in_proj_weight"))
+        bias = rows.get("bias", rows.get("in_proj_bias"))
+        scores[lname] = total if bias is None else total + bias
+    return scores
+
+
 def select(
     name: str,
     model: nn.Module,
@@ -272,6 +303,8 @@ def select(
     batch: tuple[Tensor, Tensor] | None = None,
     loss_fn: LossFn = F.cross_entropy,
     seed: int = 0,
+    grad: dict[str, Tensor] | None = None,
+    fisher: dict[str, Tensor] | None = None,
 ) -> dict[str, Tensor]:
     """Boolean mask J for every parameter of ``model`` (same keys as ``named_parameters``).
 
@@ -283,6 +316,8 @@ def select(
             selectors.
         loss_fn: ``(logits, targets) -> scalar`` for the gradient selectors.
         seed: seeds the random choices (``random``, and the partial unit of the others).
+        grad, fisher: the edit gradient g and the empirical Fisher's diagonal F, keyed like
+            ``named_parameters()``; needed by ``curvature`` (see :func:`curvature_scores`).
     """
     if name not in SELECTORS:
         raise ValueError(f"selector={name!r} is not one of {', '.join(SELECTORS)}")
@@ -293,7 +328,11 @@ def select(
     layers = selectable_layers(model)
     scores: dict[str, Tensor] = {}
     skipped: dict[str, str] = {}
-    if name.endswith(("_outputs", "_gradients")):
+    if name == "curvature":
+        if grad is None or fisher is None:
+            raise ValueError("selector=curvature needs the edit gradient (grad) and the Fisher diagonal (fisher)")
+        scores = curvature_scores(model, grad, fisher)
+    elif name.endswith(("_outputs", "_gradients")):
         if batch is None:
             raise ValueError(f"selector={name} needs a batch of the data to edit")
         scores, skipped = _unit_scores(model, name.rsplit("_", 1)[1], batch, loss_fn)
@@ -304,7 +343,7 @@ def select(
         prefix = f"{lname}." if lname else ""
         params = block_parameters(layer)
         heads = _head_rows(model, lname, layer)
-        descending = name.startswith("highest")
+        descending = name.startswith("highest") or name == "curvature"
         if name == "all":
             layer_masks = {k: torch.ones_like(p, dtype=torch.bool) for k, p in params.items()}
         elif name == "random":

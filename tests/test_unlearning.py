@@ -1,0 +1,158 @@
+"""The fine-tuning unlearners' update on one SGD step of a linear softmax model, against the
+gradient of their objective computed by hand; and their rows through the harness."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+from torch import nn
+
+from gif_bench import runner, unlearning
+from gif_bench.data import Data, Split
+from gif_bench.registry import METHODS
+from gif_bench.tasks import Edit
+
+C, D, N = 3, 5, 24
+LR = 0.5
+
+
+def _setup(relabel: bool = False):
+    torch.manual_seed(0)
+    x = torch.randn(N, 1, 1, D)
+    y = torch.randint(0, C, (N,))
+    train = Split(x, y)
+    removed = torch.arange(0, N, 4)  # U: 6 examples
+    corrected = Split(x[removed], (y[removed] + 1) % C) if relabel else None
+    data = Data("toy", train, train, train, C, 1, False, 0, torch.zeros(1, 1, 1, 1), torch.ones(1, 1, 1, 1))
+    edit = Edit(train, removed, corrected=corrected)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(D, C))
+    return model, edit, data
+
+
+def _cfg(method: str, **extra):
+    spec = {"epochs": 1, "lr_factor": 1.0, **extra}
+    return OmegaConf.create(
+        {
+            "seed": 0,
+            "method": {"name": method, **spec},
+            "train": {
+                "name": "toy",
+                "lr": LR,
+                "momentum": 0.0,
+                "weight_decay": 0.0,
+                "batch_size": 10_000,  # one batch: one step per epoch, the whole set's mean loss
+                "epochs": 99,
+                "schedule": "cosine",
+                "augment": False,
+                "drop_last": False,
+                "amp": False,
+            },
+        }
+    )
+
+
+def _step(method: str, relabel: bool = False, **extra):
+    """(θ before, θ after one epoch = one step, model, edit, plan)."""
+    model, edit, data = _setup(relabel)
+    cfg = _cfg(method, **extra)
+    plan = METHODS[method].unlearn(cfg, model, edit, data)
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    traj = unlearning.unlearn(
+        cfg, model, edit, data, plan, metric_fn=lambda m, e: {"val_f1": 0.0, "val_acc": 0.0}, score=lambda m: 0
+    )
+    assert len(traj.steps) == 1 and traj.stop_reason == "epochs"
+    after = {k: v.detach().clone() for k, v in model.named_parameters()}
+    model.load_state_dict({**model.state_dict(), **before})
+    return before, after, model, edit, plan
+
+
+def _grad(model: nn.Module, loss_of_logits) -> dict[str, torch.Tensor]:
+    params = dict(model.named_parameters())
+    return dict(zip(params, torch.autograd.grad(loss_of_logits(model), list(params.values()))))
+
+
+def _assert_step(before, after, expected_grad, sign=-1.0):
+    for k in before:
+        torch.testing.assert_close(after[k] - before[k], sign * LR * expected_grad[k])
+
+
+def test_finetune_steps_down_the_retained_loss():
+    before, after, model, edit, plan = _step("finetune")
+    r = edit.retained_index
+    g = _grad(model, lambda m: F.cross_entropy(m(edit.train_set.x[r]), edit.train_set.y[r]))
+    _assert_step(before, after, g)
+    assert plan.form == "fine-tune on R"
+
+
+def test_finetune_of_a_relabelling_trains_on_the_corrected_labels():
+    before, after, model, edit, plan = _step("finetune", relabel=True)
+    fixed = edit.retrain_set()
+    g = _grad(model, lambda m: F.cross_entropy(m(fixed.x), fixed.y))
+    _assert_step(before, after, g)
+    assert "corrected" in plan.form
+
+
+def test_gradient_ascent_moves_the_loss_on_u_up():
+    before, after, model, edit, _ = _step("grad_ascent")
+    u = edit.removed
+    g = _grad(model, lambda m: F.cross_entropy(m(u.x), u.y))
+    _assert_step(before, after, g, sign=+1.0)
+    loss_before = F.cross_entropy(model(u.x), u.y)
+    model.load_state_dict({**model.state_dict(), **after})
+    assert F.cross_entropy(model(u.x), u.y) > loss_before
+
+
+def test_gradient_ascent_of_a_relabelling_ascends_the_old_and_descends_the_new_labels():
+    before, after, model, edit, _ = _step("grad_ascent", relabel=True)
+    u, fixed = edit.removed, edit.corrected
+    g = _grad(model, lambda m: F.cross_entropy(m(u.x), u.y) - F.cross_entropy(m(fixed.x), fixed.y))
+    _assert_step(before, after, g, sign=+1.0)
+
+
+def test_random_labels_train_u_relabelled_with_r():
+    before, after, model, edit, plan = _step("random_label")
+    r = edit.retained_index
+    shuffled = unlearning.random_labels(edit, C, seed=0)
+    assert (shuffled.y != edit.removed.y).all()
+    x = torch.cat([edit.train_set.x[r], shuffled.x])
+    y = torch.cat([edit.train_set.y[r], shuffled.y])
+    _assert_step(before, after, _grad(model, lambda m: F.cross_entropy(m(x), y)))
+    assert len(plan.train_set) == N
+
+
+def test_l1_sparse_adds_the_l1_subgradient_at_full_weight_on_the_first_step():
+    before, after, model, edit, _ = _step("l1_sparse", l1=0.01)
+    r = edit.retained_index
+    g = _grad(model, lambda m: F.cross_entropy(m(edit.train_set.x[r]), edit.train_set.y[r]))
+    _assert_step(before, after, {k: g[k] + 0.01 * before[k].sign() for k in g})
+    assert unlearning.l1_penalty(2.0)(model, 0.75).item() == pytest.approx(
+        0.5 * sum(p.abs().sum() for p in model.parameters()).item()
+    )
+
+
+def test_salun_steps_random_labels_on_the_saliency_mask_only():
+    before, after, model, edit, plan = _step("salun", sparsity=0.5)
+    u = edit.removed
+    saliency = _grad(model, lambda m: F.cross_entropy(m(u.x), u.y, reduction="sum"))
+    magnitude = torch.cat([s.abs().flatten() for s in saliency.values()])
+    threshold = magnitude.sort(descending=True).values[magnitude.numel() // 2 - 1]
+    mask = {k: (s.abs() >= threshold).float() for k, s in saliency.items()}
+    assert sum(int(m.sum()) for m in mask.values()) == magnitude.numel() // 2
+    r = edit.retained_index
+    shuffled = unlearning.random_labels(edit, C, seed=0)
+    x = torch.cat([edit.train_set.x[r], shuffled.x])
+    y = torch.cat([edit.train_set.y[r], shuffled.y])
+    g = _grad(model, lambda m: F.cross_entropy(m(x), y))
+    _assert_step(before, after, {k: g[k] * mask[k] for k in g})
+    for k in mask:
+        assert torch.equal(plan.mask[k], mask[k])
+
+
+def test_an_unlearner_runs_in_the_harness_and_records_its_cost(make_cfg):
+    row = runner.run(make_cfg("method=salun", "method.epochs=2"))
+    assert row["status"] == "ok" and row["steps"] == 2 and row["stop_reason"] == "epochs"
+    assert row["edit_epochs"] == 2 and row["edit_examples"] == 2 * row["n_train"]  # R ∪ U relabelled
+    assert row["edit_seconds"] > 0 and "saliency" in row["unlearn_form"]
+    assert 0 < row["n_selected"] < row["n_params"] and len(row["trajectory"]) == 2
