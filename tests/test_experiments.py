@@ -43,7 +43,7 @@ def test_table1_sweeps_every_method_mr_and_seed(profile, seeds, mrs, dataset, wi
     assert cfg["update"].rate == 0.06 and cfg.task.stop_self_acc == 0.1
 
 
-@pytest.mark.parametrize("profile, seeds", [("paper", (0, 1, 2)), ("cpu", (0, 1, 2, 3, 4))])
+@pytest.mark.parametrize("profile, seeds", [("paper", (0, 1, 2)), ("cpu", (0, 1, 2))])
 def test_random_removal_runs_every_method_on_its_own_oracle(profile, seeds):
     grid = sweeps.expected_grid(["experiment=random_removal", f"profile={profile}"])
     expected = {(m, 0.05, "highest_k_outputs", s) for m in PARTIAL for s in seeds}
@@ -57,9 +57,9 @@ def test_the_paper_profile_composes_every_experiment_with_its_grid():
     sizes = {}
     for experiment in ("table1", "fig3", "table2", "label_change", "random_removal"):
         sizes[experiment] = len(sweeps.expected_grid([f"experiment={experiment}", "profile=paper"]))
-    # fig3: 5 selectors x 5 MRs below 100 % + the one MR-100 % run, per seed; the tables: every
-    # partial method per MR + IF, second-order and retraining once, per seed; 3 seeds
-    assert sizes == {"table1": 36, "fig3": 78, "table2": 18, "label_change": 18, "random_removal": 18}
+    # fig3: 6 selectors x 5 MRs below 100 % + the one MR-100 % run, per seed; the tables: every
+    # partial method per MR + the 11 maskless methods (retraining included) once, per seed; 3 seeds
+    assert sizes == {"table1": 60, "fig3": 93, "table2": 42, "label_change": 42, "random_removal": 42}
     cfg = sweeps.compose(["experiment=table2", "method=gif", "mr=0.05", "seed=0"])
     assert (cfg.dataset.name, cfg.model.name, cfg.train.name, cfg.train.epochs) == ("mnist", "small_cnn", "mnist", 25)
     assert list(cfg.train.milestones) == [12, 18] and cfg.train.lr == 0.1 and cfg["update"].rate == 0.3
@@ -70,7 +70,7 @@ def test_the_paper_profile_composes_every_experiment_with_its_grid():
 
 def test_the_cpu_profile_runs_the_backdoor_table_on_real_mnist_with_the_papers_recipe():
     grid = sweeps.expected_grid(["experiment=table2", "profile=cpu"])
-    assert set(grid["seed"]) == {0, 1, 2, 3, 4} and len(grid) == 30
+    assert set(grid["seed"]) == {0, 1, 2} and len(grid) == 3 * 14
     cpu = sweeps.compose(["experiment=table2", "profile=cpu", "method=gif", "mr=0.05", "seed=0"])
     assert (cpu.dataset.name, cpu.dataset.image_size, cpu.model.name, cpu.model.width) == (
         "mnist5k",

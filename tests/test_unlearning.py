@@ -156,3 +156,18 @@ def test_an_unlearner_runs_in_the_harness_and_records_its_cost(make_cfg):
     assert row["edit_epochs"] == 2 and row["edit_examples"] == 2 * row["n_train"]  # R ∪ U relabelled
     assert row["edit_seconds"] > 0 and "saliency" in row["unlearn_form"]
     assert 0 < row["n_selected"] < row["n_params"] and len(row["trajectory"]) == 2
+
+
+def test_the_cpu_profile_scales_the_recipes_to_the_same_share_of_training():
+    from gif_bench import sweeps
+
+    def unlearner(*overrides):
+        cfg = sweeps.compose(list(overrides))
+        return unlearning.epochs(cfg), unlearning.recipe(cfg)
+
+    assert unlearner("method=finetune")[0] == 10  # the paper profile: as published
+    epochs, recipe = unlearner("method=finetune", "profile=cpu")  # digits, 15 epochs: 10·15/182
+    assert epochs == 1 and recipe.epochs == 1 and recipe.lr == pytest.approx(0.1 * 0.05)
+    assert recipe.schedule == "constant"
+    assert unlearner("method=grad_ascent", "experiment=table2", "profile=cpu", "seed=0")[0] == 1  # ⌈5·25/182⌉
+    assert unlearner("method=salun", "experiment=table2", "profile=cpu", "seed=0")[0] == 2  # ⌈10·25/182⌉

@@ -168,7 +168,7 @@ def _update_by_unlearning(cfg, model, edit, dataset, metric_fn, before_val_acc: 
     traj = unlearning.unlearn(
         cfg, model, edit, dataset, plan, metric_fn=metric_fn, score=task.score, on_step=tracker.log
     )
-    epochs = int(cfg.method.epochs)
+    epochs = unlearning.epochs(cfg)
     row = dict(
         unlearn_form=plan.form,
         edit_epochs=epochs,

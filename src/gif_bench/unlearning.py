@@ -14,6 +14,7 @@ backdoor) ``U′`` is U with the corrected labels.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,10 +44,19 @@ class Plan:
     l1: float = 0.0
 
 
+def epochs(cfg: DictConfig) -> int:
+    """``method.epochs``, or with ``unlearning.scale_epochs`` the same share of the training
+    recipe as published: ``⌈epochs × train.epochs / method.published_train_epochs⌉``."""
+    published = int(cfg.method.epochs)
+    if not cfg.get("unlearning", {}).get("scale_epochs", False):
+        return published
+    return max(1, math.ceil(published * int(cfg.train.epochs) / int(cfg.method.published_train_epochs)))
+
+
 def recipe(cfg: DictConfig) -> DictConfig:
-    """The training recipe with the method's epochs and its constant learning rate."""
+    """The training recipe with the method's :func:`epochs` and its constant learning rate."""
     out = OmegaConf.to_container(cfg.train, resolve=True)
-    out.update(epochs=int(cfg.method.epochs), lr=float(cfg.method.lr_factor) * float(cfg.train.lr), schedule="constant")
+    out.update(epochs=epochs(cfg), lr=float(cfg.method.lr_factor) * float(cfg.train.lr), schedule="constant")
     return OmegaConf.create(out)
 
 
@@ -161,6 +171,7 @@ def validate(cfg: DictConfig) -> None:
     """``method.epochs`` a positive integer, ``method.lr_factor`` > 0, and where present
     ``method.l1`` ≥ 0 and ``method.sparsity`` in (0, 1]."""
     number(cfg, "method.epochs", 1, 10_000, integer=True)
+    number(cfg, "method.published_train_epochs", 1, 10_000, integer=True)
     number(cfg, "method.lr_factor", 0.0, lo_open=True)
     if "l1" in cfg.method:
         number(cfg, "method.l1", 0.0)

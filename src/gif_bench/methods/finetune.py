@@ -11,7 +11,7 @@ METHODS.register(
         unlearn=lambda cfg, model, edit, data: finetune_plan(edit),
         uses_mask=False,
         family="unlearning",
-        keys=("epochs", "lr_factor"),
+        keys=("epochs", "published_train_epochs", "lr_factor"),
         validate=validate,
     )
 )

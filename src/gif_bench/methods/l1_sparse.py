@@ -19,7 +19,7 @@ METHODS.register(
         unlearn=plan,
         uses_mask=False,
         family="unlearning",
-        keys=("epochs", "lr_factor", "l1"),
+        keys=("epochs", "published_train_epochs", "lr_factor", "l1"),
         validate=validate,
     )
 )

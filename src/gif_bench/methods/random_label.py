@@ -11,7 +11,7 @@ METHODS.register(
         unlearn=lambda cfg, model, edit, data: random_label_plan(edit, data.num_classes, int(cfg.seed)),
         uses_mask=False,
         family="unlearning",
-        keys=("epochs", "lr_factor"),
+        keys=("epochs", "published_train_epochs", "lr_factor"),
         validate=validate,
     )
 )

@@ -22,7 +22,7 @@ METHODS.register(
         unlearn=plan,
         uses_mask=False,
         family="unlearning",
-        keys=("epochs", "lr_factor", "sparsity"),
+        keys=("epochs", "published_train_epochs", "lr_factor", "sparsity"),
         validate=validate,
     )
 )
