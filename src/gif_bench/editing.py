@@ -43,6 +43,26 @@ class Trajectory:
     def final(self) -> dict[str, float]:
         return self.steps[-1]
 
+    def evaluate(
+        self,
+        model: nn.Module,
+        edit: Edit,
+        step: int,
+        metric_fn: Callable[[nn.Module, Edit], dict[str, float]],
+        score: Callable[[dict[str, float]], Any],
+        on_step: Callable[[dict[str, float], int], Any] | None = None,
+    ) -> dict[str, float]:
+        """Evaluate ``model`` as iterate ``step``, append it, and keep it (with its parameters)
+        if it is the first of the highest ``score`` so far."""
+        metrics = {"step": step, **metric_fn(model, edit)}
+        self.steps.append(metrics)
+        if on_step is not None:
+            on_step(metrics, step)
+        if self.best is None or score(metrics) > score(self.best):
+            self.best = metrics
+            self.best_state = {k: v.detach().clone() for k, v in model.named_parameters()}
+        return metrics
+
 
 def _functional(model: nn.Module) -> Callable[[dict[str, Tensor], Tensor], Tensor]:
     buffers = {k: v.detach() for k, v in model.named_buffers()}
@@ -248,13 +268,7 @@ def apply_updates(
         with torch.no_grad():
             for name, p in model.named_parameters():
                 p.add_(unit[name], alpha=rate)
-        metrics = {"step": step, **metric_fn(model, edit)}
-        traj.steps.append(metrics)
-        if on_step is not None:
-            on_step(metrics, step)
-        if traj.best is None or score(metrics) > score(traj.best):
-            traj.best = metrics
-            traj.best_state = {k: v.detach().clone() for k, v in model.named_parameters()}
+        metrics = traj.evaluate(model, edit, step, metric_fn, score, on_step)
         bar.set_postfix(self_acc=f"{metrics['self_acc']:.2f}", test_acc=f"{metrics['test_acc']:.2f}")
         traj.reached_threshold = stop(metrics)
         if metrics["val_acc"] < collapse_below:  # checked first: forgetting by wrecking the model is a collapse

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from .checks import number
 from .data import Data, Split, batches
 from .editing import Trajectory, _edit_batch, _edit_loss
+from .registry import MethodSpec
 from .tasks import Edit
 from .train import fit
 
@@ -140,13 +141,7 @@ def unlearn(
     device = edit.train_set.y.device
 
     def on_epoch(epoch: int) -> None:
-        metrics = {"step": epoch, **metric_fn(model, edit)}
-        traj.steps.append(metrics)
-        if on_step is not None:
-            on_step(metrics, epoch)
-        if traj.best is None or score(metrics) > score(traj.best):
-            traj.best = metrics
-            traj.best_state = {k: v.detach().clone() for k, v in model.named_parameters()}
+        traj.evaluate(model, edit, epoch, metric_fn, score, on_step)
 
     torch.manual_seed(int(cfg.seed))
     start = time.perf_counter()
@@ -177,3 +172,22 @@ def validate(cfg: DictConfig) -> None:
         number(cfg, "method.l1", 0.0)
     if "sparsity" in cfg.method:
         number(cfg, "method.sparsity", 0.0, 1.0, lo_open=True)
+
+
+RECIPE_KEYS = ("epochs", "published_train_epochs", "lr_factor")
+
+
+def unlearner(
+    name: str, label: str, plan: Callable[[DictConfig, nn.Module, Edit, Data], Plan], keys: tuple[str, ...] = ()
+) -> MethodSpec:
+    """The :class:`~gif_bench.registry.MethodSpec` of a fine-tuning unlearner: no mask, its
+    recipe's keys (:data:`RECIPE_KEYS`, plus ``keys``) and their validation."""
+    return MethodSpec(
+        name=name,
+        label=label,
+        unlearn=plan,
+        uses_mask=False,
+        family="unlearning",
+        keys=(*RECIPE_KEYS, *keys),
+        validate=validate,
+    )
