@@ -142,7 +142,12 @@ def test_gauss_newton_products_fall_back_on_attention():
 @pytest.mark.parametrize("ratio", [0.05, 0.3])
 def test_selector_budgets_and_never_a_normalisation_parameter(problem, name, ratio):
     model, x, y = PROBLEMS[problem]()
-    mask = influence.select(name, model, ratio=ratio, batch=(x, y), seed=2)
+    params = dict(model.named_parameters())
+    curvature = {
+        "grad": {k: torch.randn_like(p) for k, p in params.items()},
+        "fisher": {k: torch.ones_like(p) for k, p in params.items()},
+    }
+    mask = influence.select(name, model, ratio=ratio, batch=(x, y), seed=2, **curvature)
     modules = dict(model.named_modules())
     for pname, m in mask.items():
         owner = modules[pname.rsplit(".", 1)[0]]

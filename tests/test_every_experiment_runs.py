@@ -39,8 +39,10 @@ def _shrunk(cfg) -> list[str]:
         shrink.append("method.lissa.max_iter=5")
     if "epochs" in cfg.method:  # a fine-tuning unlearner's recipe
         shrink.append("method.epochs=1")
-    if "iterations" in cfg.method:  # Arnoldi's Krylov dimension
-        shrink += ["method.iterations=5", "method.rank=2"]
+    if "iterations" in cfg.method:  # Arnoldi's Krylov dimension (profile=cpu sets it for every method)
+        shrink.append("method.iterations=5")
+    if "rank" in cfg.method:
+        shrink.append("method.rank=2")
     return shrink
 
 

@@ -20,11 +20,19 @@ def _batch():
     return torch.randn(8, 3, 32, 32, generator=gen), torch.randint(0, 10, (8,), generator=gen)
 
 
+def _curvature_inputs(model: nn.Module) -> dict:
+    """A gradient and a Fisher diagonal for ``curvature`` (the other selectors ignore them)."""
+    gen = torch.Generator().manual_seed(4)
+    params = dict(model.named_parameters())
+    grad = {k: torch.randn(p.shape, generator=gen) for k, p in params.items()}
+    return {"grad": grad, "fisher": {k: torch.rand(p.shape, generator=gen) for k, p in params.items()}}
+
+
 @pytest.mark.parametrize("name", ALL)
 @pytest.mark.parametrize("ratio", [0.05, 0.3])
 def test_per_layer_budget_and_never_batchnorm(name, ratio):
     model = _small_vgg()
-    mask = influence.select(name, model, ratio=ratio, batch=_batch(), seed=3)
+    mask = influence.select(name, model, ratio=ratio, batch=_batch(), seed=3, **_curvature_inputs(model))
     assert set(mask) == {n for n, _ in model.named_parameters()}
     modules = dict(model.named_modules())
     for pname, m in mask.items():
