@@ -8,7 +8,7 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from .. import influence
-from ..checks import get, number
+from ..checks import number
 from ..editing import Problem
 from ..registry import METHODS, MethodSpec
 
@@ -28,7 +28,6 @@ def direction(cfg: DictConfig, problem: Problem) -> tuple[dict[str, Tensor], inf
 def _validate(cfg: DictConfig) -> None:
     iterations = number(cfg, "method.iterations", 1, 100_000, integer=True)
     number(cfg, "method.rank", 1, iterations, integer=True)
-    get(cfg, "method.rank")
 
 
 METHODS.register(
