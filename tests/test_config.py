@@ -30,6 +30,8 @@ from gif_bench.errors import ConfigError
         ("task.stop_self_acc=101", "task.stop_self_acc=101"),
         ("logger=wandb logger.mode=sometimes", "logger.mode=sometimes"),
         ("method=second_order method.hessian_u=fisher", "method.hessian_u=fisher"),
+        ("solver.preconditioner=diagonal", "solver.preconditioner=diagonal"),
+        ("solver.preconditioner=jacobi solver.probes=0", "solver.probes=0"),
     ],
 )
 def test_bad_values_name_the_key(make_cfg, override, key):
@@ -38,6 +40,13 @@ def test_bad_values_name_the_key(make_cfg, override, key):
         validate(cfg)
     message = str(err.value)
     assert message.startswith(key) and "must be" in message and "\n" not in message
+
+
+def test_minres_is_refused_for_gif_and_taken_for_the_symmetric_systems(make_cfg):
+    with pytest.raises(ConfigError, match=r"^solver=minres: must solve a symmetric system .* method=gif's is not"):
+        validate(make_cfg("solver=minres", "method=gif", drop=("solver",)))
+    for method in ("koh", "projecting", "freezing", "second_order"):
+        validate(make_cfg("solver=minres", f"method={method}", drop=("solver",)))
 
 
 def test_the_shipped_configs_validate(make_cfg):

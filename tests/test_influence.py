@@ -220,17 +220,24 @@ def _closed_forms(loss, params, grad, mask):
 METHOD_OPTIONS = {
     "lissa": dict(scale="auto", tol=1e-10, max_iter=20000),
     "cg": dict(tol=1e-12, max_iter=2000),
+    "cg+jacobi": dict(tol=1e-12, max_iter=2000, preconditioner="jacobi", probes=8),
     "lsqr": dict(tol=1e-12, max_iter=2000),
+    "minres": dict(tol=1e-12, max_iter=2000),
     "exact": {},
 }
 
 
 @pytest.mark.parametrize("method", ["gif", "freezing", "projecting", "koh"])
-@pytest.mark.parametrize("solver", ["lissa", "cg", "lsqr", "exact"])
+@pytest.mark.parametrize("solver", ["lissa", "cg", "cg+jacobi", "lsqr", "minres", "exact"])
 def test_every_method_and_solver_matches_its_formula(method, solver):
     loss, params, grad, mask = _problem(2, ridge=1.0)
     expected = _closed_forms(loss, params, grad, mask)[method]
     options = dict(METHOD_OPTIONS[solver])
+    solver = solver.split("+")[0]
+    if solver == "minres" and method == "gif":  # K = H P_J is not symmetric
+        with pytest.raises(ValueError, match="symmetric"):
+            influence.solve(method, loss, params, grad, mask=mask, solver=solver, **options)
+        return
     if method == "koh" and solver == "lissa":  # classic LiSSA: damping 0 gives H⁻¹ g exactly
         options = dict(damping=0.0, scale="auto", tol=1e-13, max_iter=20000)
     delta, info = influence.solve(method, loss, params, grad, mask=mask, solver=solver, return_info=True, **options)
@@ -295,3 +302,90 @@ def test_a_solver_carries_its_options():
     assert _rel(tree.flatten(by_object), tree.flatten(by_name)) == 0.0
     capped, capped_info = influence.solve_linear("gif", loss, params, grad, mask=mask, solver=cg, max_iter=2)
     assert capped_info.iterations == 2 and not capped_info.converged  # options given at the call win
+
+
+def _spd_and_indefinite(n: int, seed: int, decades: float = 4.0):
+    """An SPD matrix with eigenvalues spread over ``decades``, the same with every third
+    eigenvalue negated, and a right-hand side."""
+    gen = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(n, n, generator=gen, dtype=torch.double))
+    spectrum = torch.logspace(-decades / 2, decades / 2, n, dtype=torch.double)
+    spd = q @ torch.diag(spectrum) @ q.T
+    signs = torch.where(torch.arange(n) % 3 == 0, -1.0, 1.0).double()
+    indefinite = q @ torch.diag(spectrum * signs) @ q.T
+    return spd, indefinite, torch.randn(n, generator=gen, dtype=torch.double)
+
+
+def _as_tree(matrix):
+    return lambda v: {"x": matrix @ v["x"]}
+
+
+def test_minres_solves_symmetric_systems_definite_or_not_with_one_product_per_iteration():
+    spd, indefinite, b = _spd_and_indefinite(40, 0)
+    for a in (spd, indefinite):
+        x, info = influence.solvers.minres(_as_tree(a), {"x": b}, tol=1e-9, max_iter=200)
+        assert _rel(x["x"], torch.linalg.solve(a, b)) < 1e-6
+        assert info.converged and info.hvps == info.iterations + 2  # one per iteration, two to check
+    # singular and consistent: the minimum-norm solution (the Krylov space lies in range(A))
+    q, _ = torch.linalg.qr(torch.randn(30, 30, generator=torch.Generator().manual_seed(1), dtype=torch.double))
+    singular = q[:, :20] @ torch.diag(torch.linspace(-3, 5, 20, dtype=torch.double)) @ q[:, :20].T
+    b = singular @ torch.randn(30, dtype=torch.double)
+    x, info = influence.solvers.minres(_as_tree(singular), {"x": b}, tol=1e-11, max_iter=200)
+    assert _rel(x["x"], torch.linalg.pinv(singular) @ b) < 1e-8 and info.converged
+    # singular and inconsistent: it stops on the normal-equation residual ‖A(b − Ax)‖ / ‖Ab‖
+    b = torch.randn(30, generator=torch.Generator().manual_seed(2), dtype=torch.double)
+    x, info = influence.solvers.minres(_as_tree(singular), {"x": b}, tol=1e-9, max_iter=200)
+    normal = singular @ (b - singular @ x["x"])
+    assert info.converged and info.residual <= 1e-9
+    assert float(normal.norm() / (singular @ b).norm()) == pytest.approx(info.residual, rel=1e-6, abs=1e-14)
+
+
+def test_minres_needs_fewer_products_than_cg_on_the_squared_system():
+    _, indefinite, b = _spd_and_indefinite(200, 3, decades=2.0)
+    _, by_minres = influence.solvers.minres(_as_tree(indefinite), {"x": b}, tol=1e-8, max_iter=1000)
+    squared = indefinite @ indefinite
+    _, by_cg = influence.solvers.cg(_as_tree(squared), {"x": indefinite @ b}, tol=1e-8, max_iter=1000)
+    assert by_minres.converged and by_cg.converged
+    # K_j(A², Ab) ⊂ K_2j(A, b), and both minimise ‖b − A x‖ over their space: never more products
+    assert by_minres.hvps < by_cg.hvps
+
+
+def test_jacobi_preconditioned_cg_is_cg_on_the_rescaled_system():
+    spd, _, b = _spd_and_indefinite(30, 4)
+    gen = torch.Generator().manual_seed(5)
+    scales = torch.logspace(-3, 3, 30, dtype=torch.double)[torch.randperm(30, generator=gen)]
+    a = torch.diag(scales) @ spd @ torch.diag(scales)  # badly scaled unknowns
+    exact = torch.linalg.solve(a, b)
+    plain_x, plain = influence.solvers.cg(_as_tree(a), {"x": b}, tol=1e-10, max_iter=3000, hvps_per_matvec=1)
+    inv_diag = {"x": 1.0 / torch.diagonal(a)}
+    x, info = influence.solvers.cg(
+        _as_tree(a), {"x": b}, tol=1e-10, max_iter=3000, hvps_per_matvec=1, inverse_diagonal=inv_diag
+    )
+    assert _rel(x["x"], exact) < 1e-6 and info.converged
+    assert info.iterations < plain.iterations / 3  # the scales no longer slow it down
+    # zero entries of M⁻¹ pin their unknowns at 0
+    pinned = {"x": torch.where(torch.arange(30) < 5, 0.0, 1.0 / torch.diagonal(a)).double()}
+    x, _ = influence.solvers.cg(
+        _as_tree(a), {"x": b}, tol=1e-10, max_iter=50, hvps_per_matvec=1, inverse_diagonal=pinned
+    )
+    assert torch.equal(x["x"][:5], torch.zeros(5, dtype=torch.double))
+
+
+def test_the_jacobi_estimate_is_the_mean_of_squared_probes_and_unbiased():
+    gen = torch.Generator().manual_seed(6)
+    k = torch.randn(50, 8, generator=gen, dtype=torch.double)
+    k[:, 3] = 0.0  # a column outside J
+    op_t = lambda u: {"x": k.T @ u["x"]}  # noqa: E731
+    inv = influence.solvers.jacobi_normal_diagonal(op_t, {"x": torch.zeros(50, dtype=torch.double)}, 4000, gen)
+    column_norms = (k**2).sum(0)
+    assert inv["x"][3] == 0.0
+    keep = torch.arange(8) != 3
+    assert torch.allclose(1.0 / inv["x"][keep], column_norms[keep], rtol=0.1)
+    # by hand: four probes, their squared products averaged
+    gen_a, gen_b = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    inv = influence.solvers.jacobi_normal_diagonal(op_t, {"x": torch.zeros(50, dtype=torch.double)}, 4, gen_a)
+    probes = [(torch.randint(0, 2, (50,), generator=gen_b) * 2 - 1).double() for _ in range(4)]
+    by_hand = sum((k.T @ z) ** 2 for z in probes) / 4
+    assert torch.allclose(inv["x"][keep], 1.0 / by_hand[keep].clamp_min(1e-3 * by_hand[keep].mean()))
+    with pytest.raises(ValueError, match="probes"):
+        influence.solvers.jacobi_normal_diagonal(op_t, {"x": torch.zeros(50)}, 0, gen)

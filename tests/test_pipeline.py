@@ -11,8 +11,9 @@ import pytest
 import torch
 from conftest import ROOT, TINY, TINY_VGG, run_cli
 
+from gif_bench import data as datasets
 from gif_bench import rows as result_rows
-from gif_bench import runner, train
+from gif_bench import runner, tasks, train
 from gif_bench.data import Split
 
 
@@ -210,6 +211,29 @@ def test_the_retrain_oracle_is_trained_once_per_setting_and_reused(make_cfg, tmp
     assert len(list((tmp_path / "cache" / "models").glob("*.pt"))) == 2  # the original and the oracle
     for key in ("retrain_test_acc", "retrain_self_acc", "retrain_forget_test_acc", "retrain_seconds"):
         assert len({r[key] for r in rows}) == 1, key
+    # a loaded oracle's retrain_seconds is the time stored with the cache entry when it was trained
+    stored = {float(torch.load(p, weights_only=True)["seconds"]) for p in (tmp_path / "cache" / "models").glob("*.pt")}
+    assert rows[-1]["retrain_cached"] and rows[-1]["retrain_seconds"] in stored
+    assert rows[-1]["retrain_seconds"] == rows[0]["retrain_seconds"]  # rows[0] trained it
+    for r in rows:
+        assert r["speedup_vs_retrain"] == pytest.approx(r["retrain_seconds"] / r["edit_seconds"])
+        assert r["retrain_example_grads"] == 2 * (r["n_train"] - r["n_removed"])  # train.epochs=2 × |R|
+        ratio = r["retrain_example_grads"] / r["edit_example_grads"]
+        assert r["gradient_speedup_vs_retrain"] == pytest.approx(ratio)
+    assert rows[-1]["speedup_vs_retrain"] == 1.0  # retraining against itself
+    gif = rows[0]
+    assert gif["edit_seconds"] >= gif["influence_seconds"] >= gif["solve_seconds"] > 0
+    # the line search's forwards: the task's four evaluation sets, at every step
+    cfg = make_cfg("method=gif")
+    edit = tasks.build(cfg.task, datasets.load(cfg.dataset, cfg.paths.data))
+    per_step = sum(len(edit.eval_sets[n]) for n in ("test", "self", "val", "forget_test"))
+    assert gif["eval_forwards"] == gif["steps"] * per_step
+    unit = gif["example_gradient_seconds"]
+    rho = gif["solve_seconds"] / gif["hvps"] / (gif["hessian_samples"] * unit)
+    assert gif["hvp_gradient_ratio"] == pytest.approx(rho)
+    by_hand = gif["n_removed"] + gif["hvps"] * gif["hessian_samples"] * rho
+    by_hand += gif["eval_forwards"] * gif["forward_gradient_ratio"]
+    assert gif["edit_example_grads"] == pytest.approx(by_hand)
     oracle = rows[-1]
     assert oracle["test_acc"] == oracle["retrain_test_acc"] and oracle["gap_to_retrain"] == 0.0
     assert oracle["self_acc"] == oracle["retrain_self_acc"] and oracle["steps"] == 0

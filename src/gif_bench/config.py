@@ -13,7 +13,8 @@ from omegaconf import DictConfig, open_dict
 
 from .checks import choice, get, is_number, number
 from .errors import ConfigError
-from .influence import SOLVERS
+from .influence import LINEAR_METHODS, SOLVERS
+from .influence.methods import PRECONDITIONERS
 from .registry import DATASETS, METHODS, MODELS, SELECTORS, TASKS
 
 LOGGERS = ("wandb", "none")
@@ -78,9 +79,17 @@ def validate(cfg: DictConfig) -> None:
         number(cfg, "solver.max_restarts", 0, integer=True)
         if get(cfg, "solver.scale") != "auto":
             number(cfg, "solver.scale", 0.0, lo_open=True)
-    if get(cfg, "solver.name") in ("cg", "lsqr"):
+    if get(cfg, "solver.name") in ("cg", "lsqr", "minres"):
         number(cfg, "solver.max_iter", 1, integer=True)
         number(cfg, "solver.tol", 0.0)
+    if get(cfg, "solver.name") == "cg" and get(cfg, "solver.preconditioner") is not None:
+        choice(cfg, "solver.preconditioner", [p for p in PRECONDITIONERS if p is not None] + [None])
+        number(cfg, "solver.probes", 1, integer=True)
+        number(cfg, "solver.probe_seed", 0, integer=True)
+    method = get(cfg, "method.name")
+    if get(cfg, "solver.name") == "minres" and method in LINEAR_METHODS and not LINEAR_METHODS[method].symmetric:
+        why = f"must solve a symmetric system (koh, projecting, freezing); method={method}'s is not: use cg"
+        raise ConfigError("solver=minres", why)
 
     number(cfg, "hessian.samples", 1, integer=True)
     number(cfg, "update.rate", 0.0, lo_open=True)
@@ -128,6 +137,10 @@ def canonicalize(cfg: DictConfig) -> DictConfig:
             for key in other.keys:
                 if key in given and (method is None or key not in method.keys):
                     del cfg.method[key]
+        solver = get(cfg, "solver") or {}
+        if "preconditioner" in solver and solver.get("preconditioner") is None:  # the probes do nothing
+            for key in ("probes", "probe_seed"):
+                solver.pop(key, None)
         if is_number(get(cfg, "mr")) and cfg.mr >= 1.0 and get(cfg, "selector") is not None:
             cfg.selector.name = "all"
     return cfg

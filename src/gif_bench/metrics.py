@@ -50,18 +50,55 @@ def f1(test_acc: float, self_acc: float) -> float:
 
 
 COMMON = ("test_acc", "test_loss", "self_acc", "self_loss", "val_acc", "f1", "val_f1")
+COMMON_SPLITS = ("test", "self", "val")  # the evaluation sets COMMON is computed from
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, edit: Edit, names: tuple[str, ...], batch_size: int | None = None
+) -> dict[str, tuple[float, float]]:
+    """``{name: (accuracy %, mean cross-entropy)}`` of ``model`` (eval mode) on the evaluation
+    sets ``names`` of ``edit`` (NaN for an empty one): the sets in one concatenated pass, the
+    counts kept on the device and read back once. ``batch_size``: by default 256 on a CPU
+    (faster there than larger batches, measured on digits at VGG-11 ×0.25), 1024 elsewhere."""
+    model.eval()
+    splits = [edit.eval_sets[n] for n in names]
+    sizes = [len(s) for s in splits]
+    if sum(sizes) == 0:
+        return {n: (math.nan, math.nan) for n in names}
+    x = torch.cat([s.x for s in splits])
+    y = torch.cat([s.y for s in splits])
+    if batch_size is None:
+        batch_size = 256 if y.device.type == "cpu" else 1024
+    correct_parts, loss_parts = [], []
+    for sl in batches(len(y), batch_size):
+        logits = model(x[sl]).float()
+        correct_parts.append(logits.argmax(1) == y[sl])
+        loss_parts.append(F.cross_entropy(logits, y[sl], reduction="none"))
+    correct, losses = torch.cat(correct_parts), torch.cat(loss_parts)
+    owner = torch.repeat_interleave(torch.arange(len(names), device=y.device), torch.tensor(sizes, device=y.device))
+    sums = torch.zeros(2, len(names), dtype=torch.float64, device=y.device)
+    sums[0].index_add_(0, owner, correct.double())
+    sums[1].index_add_(0, owner, losses.double())
+    (hits, total) = sums.tolist()
+    return {n: (100.0 * h / k, t / k) if k else (math.nan, math.nan) for n, h, t, k in zip(names, hits, total, sizes)}
+
+
+def common_of(results: dict[str, tuple[float, float]]) -> dict[str, float]:
+    """:data:`COMMON` from :func:`evaluate`'s results on (at least) :data:`COMMON_SPLITS`."""
+    out: dict[str, float] = {}
+    out["test_acc"], out["test_loss"] = results["test"]
+    out["self_acc"], out["self_loss"] = results["self"]
+    out["val_acc"] = results["val"][0]
+    out["f1"] = f1(out["test_acc"], out["self_acc"])
+    out["val_f1"] = f1(out["val_acc"], out["self_acc"])
+    return out
 
 
 def common(model: nn.Module, edit: Edit) -> dict[str, float]:
     """The metrics of every task (:data:`COMMON`): test / self / val accuracy and loss, and the
     F1 of test (val) against self. A task's own metrics add to these (``gif_bench.tasks``)."""
-    out: dict[str, float] = {}
-    out["test_acc"], out["test_loss"] = accuracy_and_loss(model, edit.eval_sets["test"])
-    out["self_acc"], out["self_loss"] = accuracy_and_loss(model, edit.eval_sets["self"])
-    out["val_acc"], _ = accuracy_and_loss(model, edit.eval_sets["val"])
-    out["f1"] = f1(out["test_acc"], out["self_acc"])
-    out["val_f1"] = f1(out["val_acc"], out["self_acc"])
-    return out
+    return common_of(evaluate(model, edit, COMMON_SPLITS))
 
 
 def gap(metrics: dict[str, float], reference: dict[str, float], task: str) -> float:

@@ -13,8 +13,8 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
+from . import cost, editing, influence, metrics, models, rows, storage, tasks, tracking, train, unlearning
 from . import data as datasets
-from . import editing, influence, metrics, models, rows, storage, tasks, tracking, train, unlearning
 from .config import canonicalize, resolve_device, validate
 from .errors import ConfigError
 from .influence import tree
@@ -103,6 +103,18 @@ def _measured_against(model, edit, reference: Reference, seed: int, state: dict 
     return out
 
 
+def _unit_costs(cfg: DictConfig, model, edit: tasks.Edit) -> cost.UnitCosts:
+    """One example's gradient and forward, timed on a batch of the Hessian sample's size (before
+    the edit's clock starts)."""
+    n = min(int(cfg.hessian.samples), edit.m)
+    x, y = edit.train_set.x[:n], edit.train_set.y[:n]
+    return cost.measure(model, x, y)
+
+
+def _unit_fields(unit: cost.UnitCosts) -> dict[str, float]:
+    return dict(example_gradient_seconds=unit.gradient, forward_gradient_ratio=unit.forward_ratio)
+
+
 def _solve_fields(direction: editing.Direction) -> dict[str, Any]:
     info = direction.info
     return dict(
@@ -119,10 +131,16 @@ def _solve_fields(direction: editing.Direction) -> dict[str, Any]:
     )
 
 
-def _update_by_influence(cfg, model, edit, dataset, metric_fn, before_val_acc: float, tracker):
+def _update_by_influence(cfg, model, edit, dataset, metric_fn, before_val_acc: float, tracker, unit):
     """Select, solve and step along the direction (recomputed every ``update.recompute_every``
-    steps); the trajectory and the row's cost fields."""
+    steps); the trajectory and the row's cost fields (:mod:`gif_bench.cost`)."""
     task = TASKS[cfg.task.name]
+    counter = cost.ForwardCounter()
+
+    def counted(net, e):
+        with counter.counting(net):
+            return metric_fn(net, e)
+
     start = time.perf_counter()
     first = editing.influence_direction(cfg, model, edit)
     row: dict[str, Any] = _solve_fields(first)
@@ -140,7 +158,7 @@ def _update_by_influence(cfg, model, edit, dataset, metric_fn, before_val_acc: f
         rate=float(cfg["update"].rate),
         max_steps=int(cfg["update"].max_steps),
         stop=lambda m: task.stop(m, cfg.task),
-        metric_fn=metric_fn,
+        metric_fn=counted,
         score=task.score,
         collapse_below=before_val_acc - float(cfg["update"].max_val_drop),
         on_step=tracker.log,
@@ -149,32 +167,56 @@ def _update_by_influence(cfg, model, edit, dataset, metric_fn, before_val_acc: f
         stall_boost=cfg["update"].get("stall_boost"),
         stall_patience=int(cfg["update"].get("stall_patience", 10)),
     )
+    edit_seconds = time.perf_counter() - start
+    hvps = sum(d.info.hvps for d in directions)
+    gradients, rho_hvp = cost.influence_gradients(
+        hvps=hvps,
+        hessian_samples=int(cfg.hessian.samples),
+        solve_seconds=sum(d.solve_seconds for d in directions),
+        removed=edit.u * len(directions),
+        forwards=counter.examples,
+        unit=unit,
+    )
     row.update(
-        hvps=sum(d.info.hvps for d in directions),
+        hvps=hvps,
         directions=len(directions),
         influence_seconds=sum(d.seconds for d in directions),
+        solve_seconds=sum(d.solve_seconds for d in directions),
         rate_boosts=traj.boosts,
-        edit_seconds=time.perf_counter() - start,
+        edit_seconds=edit_seconds,
+        eval_forwards=counter.examples,
+        hvp_gradient_ratio=rho_hvp,
+        edit_example_grads=gradients,
+        **_unit_fields(unit),
     )
     return traj, row
 
 
-def _update_by_unlearning(cfg, model, edit, dataset, metric_fn, before_val_acc: float, tracker):
+def _update_by_unlearning(cfg, model, edit, dataset, metric_fn, before_val_acc: float, tracker, unit):
     """Train the method's :class:`~gif_bench.unlearning.Plan`; the trajectory (one step per
-    epoch) and the row's cost fields."""
+    epoch) and the row's cost fields (:mod:`gif_bench.cost`)."""
     task, method = TASKS[cfg.task.name], METHODS[cfg.method.name]
+    counter = cost.ForwardCounter()
+
+    def counted(net, e):
+        with counter.counting(net):
+            return metric_fn(net, e)
+
     start = time.perf_counter()
     plan = method.unlearn(cfg, model, edit, dataset)
-    traj = unlearning.unlearn(
-        cfg, model, edit, dataset, plan, metric_fn=metric_fn, score=task.score, on_step=tracker.log
-    )
+    traj = unlearning.unlearn(cfg, model, edit, dataset, plan, metric_fn=counted, score=task.score, on_step=tracker.log)
+    edit_seconds = time.perf_counter() - start
     epochs = unlearning.epochs(cfg)
+    examples = epochs * len(plan.train_set)  # examples through forward and backward
     row = dict(
         unlearn_form=plan.form,
         edit_epochs=epochs,
-        edit_examples=epochs * len(plan.train_set),  # examples through forward and backward
+        edit_examples=examples,
         n_selected=int(sum(m.sum() for m in plan.mask.values())) if plan.mask else models.n_params(model),
-        edit_seconds=time.perf_counter() - start,
+        edit_seconds=edit_seconds,
+        eval_forwards=counter.examples,
+        edit_example_grads=cost.unlearning_gradients(examples=examples, forwards=counter.examples, unit=unit),
+        **_unit_fields(unit),
     )
     return traj, row
 
@@ -191,13 +233,14 @@ def _edit(
     tracker,
     edited_root,
     run_id,
+    unit: cost.UnitCosts,
 ) -> dict:
     """Edit the model with ``cfg.method`` (an influence update or a fine-tuning unlearner); the
     row's fields for the final and best iterates and the edit's cost."""
     task = TASKS[cfg.task.name]
     reported = task.reported
     update = _update_by_unlearning if METHODS[cfg.method.name].unlearn is not None else _update_by_influence
-    traj, row = update(cfg, model, edit, dataset, metric_fn, before_val_acc, tracker)
+    traj, row = update(cfg, model, edit, dataset, metric_fn, before_val_acc, tracker, unit)
     row.update(_prefixed("", traj.final, reported))  # unprefixed: the final iterate
     row.update(_prefixed("best_", traj.best, reported))  # best_: the best on validation
     row.update(_measured_against(model, edit, reference, int(cfg.seed)))
@@ -274,7 +317,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         oracle = retrain_oracle(cfg, dataset, edit, device, root)
         retrained = metric_fn(oracle.model, edit)
         row.update(_prefixed("retrain_", retrained, reported))
-        row.update(retrain_seconds=oracle.seconds, retrain_cached=oracle.cached)
+        retrain_gradients = cost.retrain_gradients(int(cfg.train.epochs), len(edit.retrain_set()))
+        row.update(
+            retrain_seconds=oracle.seconds,  # as recorded when it was trained, also when loaded
+            retrain_cached=oracle.cached,
+            retrain_example_grads=retrain_gradients,
+        )
         reference = Reference.of(oracle.model, edit)
         row.update(_prefixed("before_", _measured_against(model, edit, reference, int(cfg.seed)), KEYS))
         as_oracle = _measured_against(oracle.model, edit, reference, int(cfg.seed))
@@ -285,7 +333,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             row.update(as_oracle)
             row.update(_prefixed("best_", as_oracle, KEYS))
             row.update(steps=0, best_step=0, update_seconds=oracle.seconds, gap_to_retrain=0.0)
-            row.update(best_gap_to_retrain=0.0)
+            row.update(best_gap_to_retrain=0.0, edit_seconds=oracle.seconds, edit_example_grads=retrain_gradients)
         else:
             edited = _edit(
                 cfg,
@@ -299,8 +347,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 tracker,
                 root / "edited",
                 row["run_id"],
+                _unit_costs(cfg, model, edit),
             )
             row.update(edited)
+        row.update(
+            speedup_vs_retrain=cost.speedup(row["retrain_seconds"], row["edit_seconds"]),
+            gradient_speedup_vs_retrain=cost.speedup(retrain_gradients, row["edit_example_grads"]),
+        )
         row["status"] = "ok"
     except Exception as err:
         row.update(status="failed", error=f"{type(err).__name__}: {err}")

@@ -12,6 +12,7 @@ import math
 
 import pandas as pd
 
+from . import cost
 from .oracle import COLUMNS as ORACLE_COLUMNS
 from .oracle import OF_THE_ORACLE
 from .registry import METHODS, SELECTORS, TASKS, Column
@@ -20,12 +21,14 @@ from .stats import mean_ci, paired, significantly_best
 BEFORE = ("before", "before the edit")  # the reference line of the model before the edit
 
 
-OF_THE_ORACLE_ITSELF = {"gap_to_retrain": 0.0, **OF_THE_ORACLE}
+OF_THE_ORACLE_ITSELF = {"gap_to_retrain": 0.0, **OF_THE_ORACLE, **cost.OF_THE_ORACLE}
+PER_RUN = {c.metric for c in cost.COLUMNS}  # one value per run, whichever iterate is reported
 
 
 def table_columns(task: str) -> tuple[Column, ...]:
-    """A task's table: its own columns, then the oracle-relative ones of :mod:`gif_bench.oracle`."""
-    return (*TASKS[task].columns, *ORACLE_COLUMNS)
+    """A task's table: its own columns, the oracle-relative ones of :mod:`gif_bench.oracle`, then
+    the cost of :mod:`gif_bench.cost`."""
+    return (*TASKS[task].columns, *ORACLE_COLUMNS, *cost.COLUMNS)
 
 
 def edit_methods() -> list[str]:
@@ -92,6 +95,8 @@ def _line(
         col = f"{prefix}{m}"
         if m == "gap_to_retrain":  # best_gap_to_retrain / gap_to_retrain; the retrained model's is 0
             col = {"best_": "best_gap_to_retrain", "": "gap_to_retrain"}.get(prefix, "")
+        elif m in PER_RUN:
+            col = m if prefix in ("", "best_") else ""
         values = pd.to_numeric(group[col], errors="coerce") if col in group else pd.Series(dtype=float)
         if reference and m in OF_THE_ORACLE_ITSELF:
             values = pd.Series([OF_THE_ORACLE_ITSELF[m]] * len(group))

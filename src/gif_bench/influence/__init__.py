@@ -19,7 +19,17 @@ from .fold import fold_batchnorm
 from .hvp import ggn_fn, gradient, hessian_matrix, hvp_fn
 from .methods import LINEAR_METHODS, METHODS, SOLVERS, LinearMethod, Solver, System, second_order, solve, solve_linear
 from .selectors import SELECTORS, curvature_scores, layer_budget, select, selectable_layers
-from .solvers import SolveInfo, SolverDiverged, cg, lissa, lissa_classic, lsqr, top_eigenvalue
+from .solvers import (
+    SolveInfo,
+    SolverDiverged,
+    cg,
+    jacobi_normal_diagonal,
+    lissa,
+    lissa_classic,
+    lsqr,
+    minres,
+    top_eigenvalue,
+)
 
 __all__ = [
     "LINEAR_METHODS",
@@ -48,6 +58,8 @@ __all__ = [
     "lissa",
     "lissa_classic",
     "lsqr",
+    "minres",
+    "jacobi_normal_diagonal",
     "second_order",
     "select",
     "selectable_layers",

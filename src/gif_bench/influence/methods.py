@@ -19,8 +19,9 @@ method         Δθ                                          least-squares form 
 are ``H_J v = H P_J v`` and ``H_Jᵀ u = P_J H u`` (``P_J`` zeroes entries outside J). Every
 iterative solver here works on the normal equations ``KᵀK x = Kᵀ r`` (two Hessian-vector
 products per iteration), which are positive semi-definite even where H is indefinite, as the
-paper's modified LiSSA requires, except ``lsqr``, which works with K and Kᵀ directly; ``exact``
-solves the dense least-squares problem. For
+paper's modified LiSSA requires, except ``lsqr``, which works with K and Kᵀ directly, and
+``minres``, which solves ``K x = r`` itself where K is symmetric (one product per iteration,
+valid for indefinite H); ``exact`` solves the dense least-squares problem. For
 ``koh`` with ``solver="lissa"`` the classic LiSSA of Koh & Liang is run instead (see
 :func:`~gif_bench.influence.solvers.lissa_classic`).
 """
@@ -37,7 +38,7 @@ from torch import Tensor, nn
 from . import tree
 from .hvp import HVP, FallbackProduct, Loss, hessian_matrix, hvp_fn
 from .masked import RestrictedUnavailable, masked_hvps
-from .solvers import SolveInfo, cg, lissa, lissa_classic, lsqr
+from .solvers import SolveInfo, cg, jacobi_normal_diagonal, lissa, lissa_classic, lsqr, minres
 from .tree import Params
 
 EXACT_MAX_PARAMS = 20_000  # an explicit n×n Hessian beyond this is too large to be useful
@@ -113,7 +114,9 @@ class LinearMethod:
     indices) and ``place(sol, cols, g)`` the dense solution as the flat Δθ. ``masked``: Δθ is
     kept on J (``P_J x``); ``restricted``: K only needs the products of
     :func:`~gif_bench.influence.masked.masked_hvps`; ``classic_lissa``: K = H, and
-    ``solver="lissa"`` runs Koh & Liang's LiSSA on H itself instead of the normal equations.
+    ``solver="lissa"`` runs Koh & Liang's LiSSA on H itself instead of the normal equations;
+    ``symmetric``: K is symmetric (and r in its row space's ambient space), so ``solver="minres"``
+    can solve ``K x = r`` directly.
     """
 
     system: Callable[[_Products, Params], tuple[Operator, Operator, Params]]
@@ -122,6 +125,7 @@ class LinearMethod:
     masked: bool = True
     restricted: bool = False
     classic_lissa: bool = False
+    symmetric: bool = False
 
 
 def _on_j(sol: Tensor, cols: Tensor, g: Tensor) -> Tensor:  # the solution holds J's entries only
@@ -147,11 +151,13 @@ FREEZING = LinearMethod(
     dense=lambda h, g, cols: (h[cols][:, cols], g[cols]),
     place=_on_j,
     restricted=True,
+    symmetric=True,
 )
 PROJECTING = LinearMethod(
     system=lambda k, g: (k.h, k.h, g),
     dense=lambda h, g, cols: (h, g),
     place=_projected,
+    symmetric=True,
 )
 KOH = LinearMethod(
     system=lambda k, g: (k.h, k.h, g),
@@ -159,6 +165,7 @@ KOH = LinearMethod(
     place=lambda sol, cols, g: sol,
     masked=False,
     classic_lissa=True,
+    symmetric=True,
 )
 LINEAR_METHODS: dict[str, LinearMethod] = {"gif": GIF, "freezing": FREEZING, "projecting": PROJECTING, "koh": KOH}
 
@@ -215,11 +222,41 @@ def _by_lissa(method: LinearMethod, system: System, **options) -> tuple[Params, 
     return x, info
 
 
-def _by_cg(method: LinearMethod, system: System, **options) -> tuple[Params, SolveInfo]:
-    normal_op, rhs = _normal_equations(method.system(system.products, system.grad))
-    x, info = cg(normal_op, rhs, hvps_per_matvec=2, **options)
-    info.hvps += 1  # Kᵀ r
+PRECONDITIONERS = (None, "jacobi")  # of CG on the normal equations
+
+
+def _by_cg(
+    method: LinearMethod,
+    system: System,
+    *,
+    preconditioner: str | None = None,
+    probes: int = 10,
+    probe_seed: int = 0,
+    **options,
+) -> tuple[Params, SolveInfo]:
+    """CG on ``KᵀK x = Kᵀ r``; ``preconditioner="jacobi"``: preconditioned by the inverse of a
+    ``probes``-sample estimate of ``diag(KᵀK)`` (:func:`~.solvers.jacobi_normal_diagonal`, one
+    product each, counted)."""
+    if preconditioner not in PRECONDITIONERS:
+        raise ValueError(f"preconditioner={preconditioner!r} is not one of {PRECONDITIONERS}")
+    system_k = method.system(system.products, system.grad)
+    normal_op, rhs = _normal_equations(system_k)
+    inverse_diagonal = None
+    if preconditioner == "jacobi":
+        generator = torch.Generator().manual_seed(int(probe_seed))
+        inverse_diagonal = jacobi_normal_diagonal(system_k[1], system.grad, int(probes), generator)
+    x, info = cg(normal_op, rhs, hvps_per_matvec=2, inverse_diagonal=inverse_diagonal, **options)
+    info.hvps += 1 + (int(probes) if inverse_diagonal is not None else 0)  # Kᵀ r, and the probes
+    if inverse_diagonal is not None:
+        info.solver = "cg+jacobi"
     return x, info
+
+
+def _by_minres(method: LinearMethod, system: System, **options) -> tuple[Params, SolveInfo]:
+    if not method.symmetric:
+        raise ValueError("solver='minres' needs a symmetric system (koh, projecting, freezing); use cg or lsqr")
+    op, _, rhs = method.system(system.products, system.grad)
+    return minres(op, rhs, **options)
 
 
 def _by_lsqr(method: LinearMethod, system: System, **options) -> tuple[Params, SolveInfo]:
@@ -251,6 +288,7 @@ SOLVERS: dict[str, Solver] = {
     "lissa": Solver("lissa", _by_lissa),
     "cg": Solver("cg", _by_cg),
     "lsqr": Solver("lsqr", _by_lsqr),
+    "minres": Solver("minres", _by_minres),
     "exact": Solver("exact", _exact, uses_products=False),
 }
 
@@ -307,8 +345,11 @@ def solve_linear(
         grad: the right-hand side g, same keys and shapes as ``params``.
         mask: boolean dict selecting J; ``None`` selects every parameter.
         solver: ``"lissa"`` (:func:`~gif_bench.influence.solvers.lissa`), ``"cg"``
-            (:func:`~gif_bench.influence.solvers.cg` on the normal equations), ``"lsqr"``
-            (:func:`~gif_bench.influence.solvers.lsqr`), options passed on; or ``"exact"``
+            (:func:`~gif_bench.influence.solvers.cg` on the normal equations; with
+            ``preconditioner="jacobi"``, ``probes`` and ``probe_seed``, Jacobi-preconditioned),
+            ``"lsqr"`` (:func:`~gif_bench.influence.solvers.lsqr`), ``"minres"``
+            (:func:`~gif_bench.influence.solvers.minres` on ``K x = r`` itself, for the
+            symmetric systems only), options passed on; or ``"exact"``
             (explicit Hessian, dense least squares; small models only); or a :class:`Solver`
             (``options`` are added to its own).
         model: the module ``loss`` evaluates, if any. With it, ``gif`` and ``freezing`` take

@@ -164,6 +164,7 @@ def cg(
     max_iter: int = 1000,
     tol: float = 1e-6,
     hvps_per_matvec: int = 2,
+    inverse_diagonal: Mapping[str, Tensor] | None = None,
 ) -> tuple[Params, SolveInfo]:
     """Conjugate gradients for ``A x = b`` with ``A`` symmetric positive semi-definite.
 
@@ -171,6 +172,11 @@ def cg(
     Applied to GIF's normal equations ``H_Jᵀ H_J x = H_Jᵀ g`` this is CGNR: in exact
     arithmetic the k-th iterate minimises ``‖H_J x − g‖`` over the k-th Krylov space, so it
     needs far fewer products than LiSSA's fixed-step series on ill-conditioned Hessians.
+
+    ``inverse_diagonal`` ``M⁻¹`` (entries ≥ 0) makes it preconditioned CG: the same iteration
+    on ``M^{-1/2} A M^{-1/2}``, which converges in fewer products when ``M ≈ diag(A)`` evens
+    out the scales of the unknowns (Jacobi; see :func:`jacobi_normal_diagonal`). Entries where
+    ``M⁻¹`` is 0 stay 0. The residual tested and reported is the unpreconditioned one.
     """
     info = SolveInfo(solver="cg")
     b_norm = tree.norm(rhs)
@@ -178,26 +184,140 @@ def cg(
     if b_norm == 0.0:
         info.residual, info.converged = 0.0, True
         return x, info
+
+    def precondition(v: Mapping[str, Tensor]) -> Params:
+        return dict(v) if inverse_diagonal is None else {k: v[k] * inverse_diagonal[k] for k in v}
+
     r = dict(rhs)
-    p = dict(r)
-    rr = float(tree.dot(r, r))
+    z = precondition(r)
+    p = dict(z)
+    rz = float(tree.dot(r, z))
+    r_norm = b_norm
     k = 0
-    while k < max_iter and math.sqrt(rr) > tol * b_norm:
+    while k < max_iter and r_norm > tol * b_norm:
         ap = matvec(p)
         info.hvps += hvps_per_matvec
         k += 1
         curvature = float(tree.dot(p, ap))
         if not curvature > 0.0:  # p in the null space of A (or numerical breakdown)
             break
-        alpha = rr / curvature
+        alpha = rz / curvature
         x = tree.add(x, p, alpha)
         r = tree.add(r, ap, -alpha)
-        rr_next = float(tree.dot(r, r))
-        p = tree.add(r, p, rr_next / rr)
-        rr = rr_next
+        r_norm = tree.norm(r)
+        z = precondition(r)
+        rz_next = float(tree.dot(r, z))
+        p = tree.add(z, p, rz_next / rz)
+        rz = rz_next
     info.iterations = k
-    info.residual = math.sqrt(rr) / b_norm
+    info.residual = r_norm / b_norm
     info.converged = info.residual <= tol
+    return x, info
+
+
+def jacobi_normal_diagonal(
+    op_t: Operator, like: Mapping[str, Tensor], probes: int, generator: torch.Generator, floor: float = 1e-3
+) -> Params:
+    """``M⁻¹`` for Jacobi-preconditioned CG on ``KᵀK``: the inverse of an estimate of
+    ``diag(KᵀK)``, the squared column norms of K, from ``u ↦ Kᵀ u`` alone.
+
+    ``diag(KᵀK)_j = Σ_i K_ij² = E[(Kᵀ z)_j²]`` for ``z`` with independent ±1 entries, so the
+    mean of ``(Kᵀ z)²`` over ``probes`` draws is unbiased (one product each; relative error
+    about ``√(2/probes)``). Entries below ``floor`` × their mean over the nonzero ones are
+    raised to it, so a column estimated at nearly zero cannot dominate; exact zeros (columns
+    outside J) get ``M⁻¹ = 0``. ``like``: a vector of K's row space (``u``'s shape).
+    """
+    if probes < 1:
+        raise ValueError(f"probes must be >= 1, got {probes}")
+    total = None
+    for _ in range(probes):
+        z = {
+            k: (torch.randint(0, 2, t.shape, generator=generator) * 2 - 1).to(dtype=t.dtype, device=t.device)
+            for k, t in like.items()
+        }
+        squared = {k: v * v for k, v in op_t(z).items()}
+        total = squared if total is None else tree.add(total, squared)
+    diag = tree.scale(total, 1.0 / probes)
+    nonzero = [t[t > 0] for t in diag.values()]
+    count = sum(int(t.numel()) for t in nonzero)
+    if count == 0:
+        return {k: torch.zeros_like(t) for k, t in diag.items()}
+    mean = float(sum(t.sum() for t in nonzero)) / count
+    return {k: torch.where(t > 0, 1.0 / t.clamp_min(floor * mean), 0.0) for k, t in diag.items()}
+
+
+def minres(
+    matvec: Operator,
+    rhs: Mapping[str, Tensor],
+    *,
+    max_iter: int = 1000,
+    tol: float = 1e-6,
+) -> tuple[Params, SolveInfo]:
+    """MINRES (Paige & Saunders, 1975) for ``A x = b`` with ``A`` symmetric, possibly indefinite.
+
+    One product with ``A`` per iteration: the k-th iterate minimises ``‖b − A x‖`` over the
+    Krylov space ``K_k(A, b)`` (Lanczos vectors, updated by Givens rotations), against CG on
+    the normal equations ``A² x = A b``, which needs two products per iteration and whose
+    convergence rate depends on the squared condition number. Stops when ``‖b − A x‖ ≤ tol ‖b‖``
+    or, for an inconsistent (singular) system, when the recurrence's estimate of the
+    normal-equation residual ``‖A(b − A x)‖ ≤ tol ‖A b‖``, or after ``max_iter`` iterations.
+
+    The residual reported is the normal-equation one, ``‖A(b − A x)‖ / ‖A b‖``, computed
+    exactly at the end (two more products, counted): the measure CG on ``A² x = A b`` and LSQR
+    report, so the solvers compare. For a singular ``A`` and ``b`` outside its range the
+    iterate may carry components of ``b`` in A's null space (``x_1 ∝ b``), which CG on the
+    normal equations never does.
+    """
+    info = SolveInfo(solver="minres")
+    beta1 = tree.norm(rhs)
+    x = tree.zeros_like(rhs)
+    if beta1 == 0.0:
+        info.residual, info.converged = 0.0, True
+        return x, info
+    v_prev: Params | None = None
+    v = tree.scale(rhs, 1.0 / beta1)
+    w = tree.zeros_like(rhs)
+    w_prev = tree.zeros_like(rhs)
+    beta, phibar = beta1, beta1
+    cs, sn, dbar, epsln = -1.0, 0.0, 0.0, 0.0
+    ab_norm = math.nan  # ‖A b‖, from the first iteration
+    k = 0
+    while k < max_iter:
+        y = matvec(v)
+        info.hvps += 1
+        k += 1
+        if v_prev is not None:
+            y = tree.add(y, v_prev, -beta)
+        alpha = float(tree.dot(v, y))
+        y = tree.add(y, v, -alpha)
+        beta_next = tree.norm(y)
+        if k == 1:
+            ab_norm = beta1 * math.hypot(alpha, beta_next)
+        # Givens rotation: the new column of the tridiagonal matrix's QR factor.
+        old_eps = epsln
+        delta = cs * dbar + sn * alpha
+        gbar = sn * dbar - cs * alpha
+        epsln = sn * beta_next
+        dbar = -cs * beta_next
+        ar_norm = phibar * math.hypot(gbar, dbar)  # ‖A r_{k−1}‖
+        if ar_norm <= tol * ab_norm:  # x_{k−1} solves the normal equations; on a singular
+            break  # system x_k's step (1/γ, γ → 0) could throw it far along the null space
+        gamma = max(math.hypot(gbar, beta_next), 1e-300)
+        cs, sn = gbar / gamma, beta_next / gamma
+        phi, phibar = cs * phibar, sn * phibar
+        w_new = {key: (v[key] - old_eps * w_prev[key] - delta * w[key]) / gamma for key in v}
+        w_prev, w = w, w_new
+        x = tree.add(x, w, phi)
+        if phibar <= tol * beta1 or beta_next == 0.0:
+            break
+        v_prev, v, beta = v, tree.scale(y, 1.0 / beta_next), beta_next
+    r = tree.add(rhs, matvec(x), -1.0)
+    ar = matvec(r)
+    info.hvps += 2
+    a_b = ab_norm if math.isfinite(ab_norm) and ab_norm > 0 else beta1
+    info.iterations = k
+    info.residual = tree.norm(ar) / a_b
+    info.converged = tree.norm(r) <= tol * beta1 or info.residual <= tol
     return x, info
 
 

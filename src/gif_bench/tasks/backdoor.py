@@ -94,12 +94,13 @@ def evaluate(model: nn.Module, edit: Edit) -> dict[str, float]:
     ``relabel_acc`` (poisoned training images predicted as their true class),
     ``attack_success`` (triggered test images of other classes predicted as the target) and
     ``val_attack_success`` (the same on validation)."""
-    out = metrics.common(model, edit)
+    results = metrics.evaluate(model, edit, (*metrics.COMMON_SPLITS, "relabel", "attack", "attack_val"))
+    out = metrics.common_of(results)
     out["clean_acc"] = out["test_acc"]
     out["corrupt_acc"] = out["self_acc"]
-    out["relabel_acc"], _ = metrics.accuracy_and_loss(model, edit.eval_sets["relabel"])
-    out["attack_success"], _ = metrics.accuracy_and_loss(model, edit.eval_sets["attack"])
-    out["val_attack_success"], _ = metrics.accuracy_and_loss(model, edit.eval_sets["attack_val"])
+    out["relabel_acc"] = results["relabel"][0]
+    out["attack_success"] = results["attack"][0]
+    out["val_attack_success"] = results["attack_val"][0]
     return out
 
 

@@ -37,8 +37,9 @@ def build(cfg: DictConfig, data: Data) -> Edit:
 def evaluate(model: nn.Module, edit: Edit) -> dict[str, float]:
     """Every class-removal metric of ``model``: the common ones and ``forget_test_acc`` (test
     examples of the removed class)."""
-    out = metrics.common(model, edit)
-    out["forget_test_acc"], _ = metrics.accuracy_and_loss(model, edit.eval_sets["forget_test"])
+    results = metrics.evaluate(model, edit, (*metrics.COMMON_SPLITS, "forget_test"))
+    out = metrics.common_of(results)
+    out["forget_test_acc"] = results["forget_test"][0]
     return out
 
 
