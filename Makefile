@@ -20,8 +20,8 @@ clean-outputs:   ## remove results, caches, W&B runs and Hydra run folders
 toy-figure:      ## the paper's Figure 2 toy -> docs/figures/toy_regression.png (+ its JSON in docs/results/)
 	$(PYTHON) -m gif_bench.toy --out docs
 
-bench:           ## performance suite -> BENCHMARKS.md
-	$(PYTHON) scripts/bench.py
+bench:           ## performance suite -> BENCHMARKS.md (BENCH_ARGS="--against <checkout>": GIF iteration against another tree)
+	$(PYTHON) scripts/bench.py $(BENCH_ARGS)
 
 reproduce-tables:  ## every experiment's sweep, then its tables and figures -> $(REPORT_DIR) (PROFILE=cpu: digits, 2 CPU cores)
 	@set -e; start=$$(date +%s); \

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import math
 import multiprocessing
+import os
 import platform
 import resource
 import statistics
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from datetime import date
@@ -302,6 +306,65 @@ def projection(r: dict[str, float], solver_rows: list[SolverRow], steps: tuple[i
     return lines
 
 
+_ONE_TABLE = """
+import json, sys, torch
+sys.path.insert(0, sys.argv[1] + "/scripts")
+import bench
+r = bench.hvp_table(0.25, int(sys.argv[2]), int(sys.argv[3]), torch.device("cpu"), block=3)
+print("RESULT " + json.dumps({k: r[k] for k in ("gif_iter_ours", "gif_iter_ours_x", "grad")}))
+"""
+
+
+def against(checkout: Path, batch: int, rounds: int, pairs: int) -> list[tuple[str, dict[str, float]]]:
+    """The width-0.25 table of ``checkout`` (another tree of this repository, e.g. a ``git
+    worktree`` of the commit before a change) and of this one, alternately, ``pairs`` times,
+    each in a fresh process: the GIF iteration's seconds and its ratio to the gradient."""
+    out = []
+    for _ in range(pairs):
+        for tree_root in (checkout, ROOT):
+            env = {**os.environ, "PYTHONPATH": str(tree_root / "src")}
+            proc = subprocess.run(
+                [sys.executable, "-c", _ONE_TABLE, str(tree_root), str(batch), str(rounds)],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
+            out.append(("before" if tree_root == checkout else "this", json.loads(line[len("RESULT ") :])))
+            print(out[-1], flush=True)
+    return out
+
+
+def _against_lines(checkout: Path, runs: list[tuple[str, dict[str, float]]]) -> tuple[list[str], float]:
+    lines = [
+        "",
+        "## One GIF iteration at width 0.25 against the tree before the change",
+        "",
+        f"The width-0.25 table of `{checkout}` (git {_git_rev(checkout)}) and of this tree "
+        f"(git {_git_rev(ROOT)}), alternately, each in a fresh process, back to back on this machine "
+        '(`make bench BENCH_ARGS="--against <checkout>"`):',
+        "",
+        "| round | tree | GIF iteration (s) | ratio to the gradient | gradient (s) |",
+        "|---|---|---|---|---|",
+    ]
+    for i, (label, r) in enumerate(runs):
+        lines.append(
+            f"| {i // 2 + 1} | {label} | {r['gif_iter_ours']:.4f} | {r['gif_iter_ours_x']:.2f} | {r['grad']:.4f} |"
+        )
+    med = {}
+    for label in ("before", "this"):
+        med[label] = statistics.median(r["gif_iter_ours_x"] for lab, r in runs if lab == label)
+    change = med["this"] / med["before"] - 1
+    lines += ["", f"Median ratio: before {med['before']:.3f}, this tree {med['this']:.3f} ({100 * change:+.1f} %)."]
+    return lines, change
+
+
+def _git_rev(tree_root: Path) -> str:
+    proc = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=tree_root, capture_output=True, text=True)
+    return proc.stdout.strip() or "?"
+
+
 MEMORY_SECTIONS = ("grad", "double_backward", "reverse", "ours", "gif_iter_ours", "gif_iter_research")
 _THREADS = torch.get_num_threads()
 
@@ -367,6 +430,8 @@ def main() -> None:
     parser.add_argument("--tol", type=float, default=1e-3)
     parser.add_argument("--lissa-cap", type=int, default=1000, help="LiSSA iterations at most")
     parser.add_argument("--probes", type=int, default=10, help="Hutchinson probes of the Jacobi preconditioner")
+    parser.add_argument("--against", type=Path, help="another checkout: its GIF iteration against this tree's")
+    parser.add_argument("--pairs", type=int, default=2, help="--against: alternating rounds of the two trees")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--gpu-only", action="store_true", help="only the Hessian-product tables on the GPU")
     args = parser.parse_args()
@@ -528,7 +593,13 @@ def main() -> None:
                 ratio >= 2,
             )
         )
+    if args.against is not None:
+        against_lines, change = _against_lines(args.against, against(args.against, args.batch, args.rounds, args.pairs))
+        text = f"one GIF iteration at width 0.25 within 10 % of the tree before: {100 * change:+.1f} %"
+        checks.append((text, abs(change) <= 0.1))
     lines += [f"- {'met' if ok else 'NOT met'}: {text}" for text, ok in checks]
+    if args.against is not None:
+        lines += against_lines
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines[-len(checks) :]))
     print(f"wrote {args.out}")

@@ -172,7 +172,15 @@ def test_a_sweep_of_an_experiment_becomes_tables_figures_and_a_wandb_table(tmp_p
         assert (out / name).stat().st_size > 0, name
     table = pd.read_csv(out / "table1-cpu.csv")
     assert list(table["method"]) == ["before", "gif", "koh", "retrain"]
+    # the cost column: each edit's speed-up against its retraining, 1 for retraining, none before
+    by_method = {r["method"]: r for r in rows}
+    speedup = dict(zip(table["method"], table["speedup_vs_retrain_mean"]))
+    for method in ("gif", "koh"):
+        assert speedup[method] == pytest.approx(by_method[method]["speedup_vs_retrain"])
+    assert speedup["retrain"] == 1.0 and math.isnan(speedup["before"])
     markdown = (out / "table1-cpu.md").read_text()
+    header = next(line for line in markdown.splitlines() if line.startswith("| method"))
+    assert "speedup_vs_retrain ↑" in header
     assert "3 of 3 runs collected" in markdown and "Koh & Liang IF" in markdown and "Incomplete" not in markdown
     tables_logged = list((tmp_path / "wandb").rglob("*.table.json"))
     assert len(tables_logged) == 1 and len(json.loads(tables_logged[0].read_text())["data"]) == 4

@@ -146,10 +146,16 @@ def solver_options(cfg: DictConfig) -> dict[str, Any]:
     return options
 
 
-def setup(cfg: DictConfig, model: nn.Module, edit: Edit, method: MethodSpec | None = None) -> Problem:
+def setup(
+    cfg: DictConfig,
+    model: nn.Module,
+    edit: Edit,
+    method: MethodSpec | None = None,
+    mask: dict[str, Tensor] | None = None,
+) -> Problem:
     """Pose ``edit`` for ``method`` (default: ``cfg.method``): draw the Hessian sample (from R,
     or from the whole training set for ``hessian_sample="all"``) and the selector's sample of
-    U, compute g, and select J."""
+    U, compute g, and select J (or take ``mask`` as J, without selecting)."""
     method = method or METHODS[cfg.method.name]
     model.eval()
     gen = torch.Generator().manual_seed(int(cfg.seed))
@@ -168,7 +174,7 @@ def setup(cfg: DictConfig, model: nn.Module, edit: Edit, method: MethodSpec | No
     grad = removal_gradient(folded, edit, params)
     if not method.uses_mask:  # every parameter, whatever the selector chose
         mask = {k: torch.ones_like(v, dtype=torch.bool) for k, v in params.items()}
-    else:
+    elif mask is None:
         fisher = None
         if SELECTORS[cfg.selector.name].uses_fisher:  # the empirical Fisher of the Hessian sample
 
@@ -213,9 +219,7 @@ def influence_direction(
     keeps the first one's). The Hessian sample is the same at every call (seeded by cfg.seed)."""
     start = time.perf_counter()
     method = METHODS[cfg.method.name]
-    problem = setup(cfg, model, edit, method)
-    if mask is not None:
-        problem.mask = mask
+    problem = setup(cfg, model, edit, method, mask=mask)
     solving = time.perf_counter()
     delta, info = method.direction(cfg, problem)
     end = time.perf_counter()
