@@ -126,7 +126,8 @@ def canonicalize(cfg: DictConfig) -> DictConfig:
     selector becomes ``all``. A sweep over MRs and selectors then runs each of these once (the
     repeats find the finished row), and their rows say what was really computed. Likewise a
     method's own keys (e.g. second-order's ``method.hessian_u``, given as
-    ``++method.hessian_u=exact`` on a sweep over methods) are dropped from every other method.
+    ``++method.hessian_u=exact`` on a sweep over methods) are dropped from every other method,
+    and CG's probe options from a CG without a preconditioner.
     """
     method = METHODS[get(cfg, "method.name")] if get(cfg, "method.name") in METHODS else None
     with open_dict(cfg):

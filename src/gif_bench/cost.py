@@ -97,6 +97,15 @@ class ForwardCounter:
         finally:
             handle.remove()
 
+    def counted(self, metric_fn: Callable[[nn.Module, object], dict]) -> Callable[[nn.Module, object], dict]:
+        """``metric_fn(model, edit)``, its model's forwards counted."""
+
+        def wrapped(model: nn.Module, edit: object) -> dict:
+            with self.counting(model):
+                return metric_fn(model, edit)
+
+        return wrapped
+
 
 def influence_gradients(
     *, hvps: int, hessian_samples: int, solve_seconds: float, removed: int, forwards: int, unit: UnitCosts

@@ -136,11 +136,6 @@ def _update_by_influence(cfg, model, edit, dataset, metric_fn, before_val_acc: f
     steps); the trajectory and the row's cost fields (:mod:`gif_bench.cost`)."""
     task = TASKS[cfg.task.name]
     counter = cost.ForwardCounter()
-
-    def counted(net, e):
-        with counter.counting(net):
-            return metric_fn(net, e)
-
     start = time.perf_counter()
     first = editing.influence_direction(cfg, model, edit)
     row: dict[str, Any] = _solve_fields(first)
@@ -158,7 +153,7 @@ def _update_by_influence(cfg, model, edit, dataset, metric_fn, before_val_acc: f
         rate=float(cfg["update"].rate),
         max_steps=int(cfg["update"].max_steps),
         stop=lambda m: task.stop(m, cfg.task),
-        metric_fn=counted,
+        metric_fn=counter.counted(metric_fn),
         score=task.score,
         collapse_below=before_val_acc - float(cfg["update"].max_val_drop),
         on_step=tracker.log,
@@ -197,14 +192,11 @@ def _update_by_unlearning(cfg, model, edit, dataset, metric_fn, before_val_acc: 
     epoch) and the row's cost fields (:mod:`gif_bench.cost`)."""
     task, method = TASKS[cfg.task.name], METHODS[cfg.method.name]
     counter = cost.ForwardCounter()
-
-    def counted(net, e):
-        with counter.counting(net):
-            return metric_fn(net, e)
-
     start = time.perf_counter()
     plan = method.unlearn(cfg, model, edit, dataset)
-    traj = unlearning.unlearn(cfg, model, edit, dataset, plan, metric_fn=counted, score=task.score, on_step=tracker.log)
+    traj = unlearning.unlearn(
+        cfg, model, edit, dataset, plan, metric_fn=counter.counted(metric_fn), score=task.score, on_step=tracker.log
+    )
     edit_seconds = time.perf_counter() - start
     epochs = unlearning.epochs(cfg)
     examples = epochs * len(plan.train_set)  # examples through forward and backward
