@@ -249,3 +249,20 @@ def test_random_removal_stops_and_picks_by_the_validation_accuracy_alone():
     assert best is unseen_like  # closest to validation, whatever the test split says
     tie = {"self_acc": 97.0, "val_acc": 97.5, "test_acc": 0.0}
     assert max([unseen_like, tie], key=spec.score) is tie  # same distance: the higher validation accuracy
+
+
+def test_one_pass_over_several_splits_gives_each_split_its_own_accuracy_and_loss():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 4))
+    splits = [Split(torch.randn(n, 3, 2, 2), torch.randint(0, 4, (n,))) for n in (7, 0, 300, 1)]
+    got = metrics.accuracies_and_losses(model, splits, batch_size=64)  # batches straddle the splits
+    for (acc, loss), split in zip(got, splits):
+        if len(split) == 0:
+            assert math.isnan(acc) and math.isnan(loss)
+            continue
+        with torch.no_grad():
+            logits = model(split.x)
+        by_hand = 100.0 * float((logits.argmax(1) == split.y).float().mean())
+        assert acc == pytest.approx(by_hand)
+        assert loss == pytest.approx(float(nn.functional.cross_entropy(logits, split.y)), rel=1e-5)
+    assert metrics.accuracy_and_loss(model, splits[2]) == pytest.approx(got[2])

@@ -83,12 +83,15 @@ def validate(cfg: DictConfig) -> None:
         number(cfg, "solver.max_iter", 1, integer=True)
         number(cfg, "solver.tol", 0.0)
     if get(cfg, "solver.name") == "cg" and get(cfg, "solver.preconditioner") is not None:
-        choice(cfg, "solver.preconditioner", [p for p in PRECONDITIONERS if p is not None] + [None])
+        if get(cfg, "solver.preconditioner") not in PRECONDITIONERS:
+            named = ", ".join(p for p in PRECONDITIONERS if p is not None)
+            raise ConfigError(f"solver.preconditioner={get(cfg, 'solver.preconditioner')}", f"must be null or {named}")
         number(cfg, "solver.probes", 1, integer=True)
         number(cfg, "solver.probe_seed", 0, integer=True)
     method = get(cfg, "method.name")
     if get(cfg, "solver.name") == "minres" and method in LINEAR_METHODS and not LINEAR_METHODS[method].symmetric:
-        why = f"must solve a symmetric system (koh, projecting, freezing); method={method}'s is not: use cg"
+        symmetric = "koh, projecting, freezing, second_order"
+        why = f"must solve a symmetric system ({symmetric}); method={method}'s is not: use cg"
         raise ConfigError("solver=minres", why)
 
     number(cfg, "hessian.samples", 1, integer=True)

@@ -17,6 +17,7 @@ Accuracies are percentages in [0, 100]; losses are means of the cross-entropy.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -27,20 +28,6 @@ if TYPE_CHECKING:
     from .tasks import Edit
 
 from .data import Split, batches
-
-
-@torch.no_grad()
-def accuracy_and_loss(model: nn.Module, split: Split, batch_size: int = 1024) -> tuple[float, float]:
-    """(accuracy %, mean cross-entropy) of ``model`` in eval mode on ``split``; NaN if empty."""
-    if len(split) == 0:
-        return math.nan, math.nan
-    model.eval()
-    correct, loss = 0, 0.0
-    for sl in batches(len(split), batch_size):
-        logits = model(split.x[sl]).float()
-        loss += float(F.cross_entropy(logits, split.y[sl], reduction="sum"))
-        correct += int((logits.argmax(1) == split.y[sl]).sum())
-    return 100.0 * correct / len(split), loss / len(split)
 
 
 def f1(test_acc: float, self_acc: float) -> float:
@@ -54,18 +41,17 @@ COMMON_SPLITS = ("test", "self", "val")  # the evaluation sets COMMON is compute
 
 
 @torch.no_grad()
-def evaluate(
-    model: nn.Module, edit: Edit, names: tuple[str, ...], batch_size: int | None = None
-) -> dict[str, tuple[float, float]]:
-    """``{name: (accuracy %, mean cross-entropy)}`` of ``model`` (eval mode) on the evaluation
-    sets ``names`` of ``edit`` (NaN for an empty one): the sets in one concatenated pass, the
-    counts kept on the device and read back once. ``batch_size``: by default 256 on a CPU
-    (faster there than larger batches, measured on digits at VGG-11 ×0.25), 1024 elsewhere."""
+def accuracies_and_losses(
+    model: nn.Module, splits: Sequence[Split], batch_size: int | None = None
+) -> list[tuple[float, float]]:
+    """``(accuracy %, mean cross-entropy)`` of ``model`` (eval mode) on each split (NaN for an
+    empty one): the splits in one concatenated pass, the counts kept on the device and read back
+    once. ``batch_size``: by default 256 on a CPU (faster there than larger batches, measured on
+    digits at VGG-11 ×0.25), 1024 elsewhere."""
     model.eval()
-    splits = [edit.eval_sets[n] for n in names]
     sizes = [len(s) for s in splits]
     if sum(sizes) == 0:
-        return {n: (math.nan, math.nan) for n in names}
+        return [(math.nan, math.nan) for _ in splits]
     x = torch.cat([s.x for s in splits])
     y = torch.cat([s.y for s in splits])
     if batch_size is None:
@@ -76,12 +62,22 @@ def evaluate(
         correct_parts.append(logits.argmax(1) == y[sl])
         loss_parts.append(F.cross_entropy(logits, y[sl], reduction="none"))
     correct, losses = torch.cat(correct_parts), torch.cat(loss_parts)
-    owner = torch.repeat_interleave(torch.arange(len(names), device=y.device), torch.tensor(sizes, device=y.device))
-    sums = torch.zeros(2, len(names), dtype=torch.float64, device=y.device)
+    owner = torch.repeat_interleave(torch.arange(len(splits), device=y.device), torch.tensor(sizes, device=y.device))
+    sums = torch.zeros(2, len(splits), dtype=torch.float64, device=y.device)
     sums[0].index_add_(0, owner, correct.double())
     sums[1].index_add_(0, owner, losses.double())
-    (hits, total) = sums.tolist()
-    return {n: (100.0 * h / k, t / k) if k else (math.nan, math.nan) for n, h, t, k in zip(names, hits, total, sizes)}
+    hits, total = sums.tolist()
+    return [(100.0 * h / k, t / k) if k else (math.nan, math.nan) for h, t, k in zip(hits, total, sizes)]
+
+
+def accuracy_and_loss(model: nn.Module, split: Split, batch_size: int | None = None) -> tuple[float, float]:
+    """(accuracy %, mean cross-entropy) of ``model`` in eval mode on ``split``; NaN if empty."""
+    return accuracies_and_losses(model, [split], batch_size)[0]
+
+
+def evaluate(model: nn.Module, edit: Edit, names: tuple[str, ...]) -> dict[str, tuple[float, float]]:
+    """:func:`accuracies_and_losses` on the evaluation sets ``names`` of ``edit``, by name."""
+    return dict(zip(names, accuracies_and_losses(model, [edit.eval_sets[n] for n in names])))
 
 
 def common_of(results: dict[str, tuple[float, float]]) -> dict[str, float]:

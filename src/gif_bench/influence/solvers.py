@@ -48,6 +48,12 @@ class SolveInfo:
     hvp: str = ""
 
 
+def _solved(info: SolveInfo, x: Params) -> tuple[Params, SolveInfo]:
+    """``x`` as an exact answer (a zero right-hand side, or one K maps to zero)."""
+    info.residual, info.converged = 0.0, True
+    return x, info
+
+
 def top_eigenvalue(
     matvec: Operator, like: Mapping[str, Tensor], iters: int, generator: torch.Generator | None = None
 ) -> float:
@@ -115,8 +121,7 @@ def lissa(
     info = SolveInfo(solver="lissa")
     b_norm = tree.norm(rhs)
     if b_norm == 0.0:
-        info.residual, info.converged = 0.0, True
-        return tree.zeros_like(rhs), info
+        return _solved(info, tree.zeros_like(rhs))
     m = _initial_scale(
         matvec, rhs, scale, degree=degree, power_iters=power_iters, seed=seed, info=info,
         hvps_per_matvec=hvps_per_matvec,
@@ -182,8 +187,7 @@ def cg(
     b_norm = tree.norm(rhs)
     x = tree.zeros_like(rhs)
     if b_norm == 0.0:
-        info.residual, info.converged = 0.0, True
-        return x, info
+        return _solved(info, x)
 
     def precondition(v: Mapping[str, Tensor]) -> Params:
         return dict(v) if inverse_diagonal is None else {k: v[k] * inverse_diagonal[k] for k in v}
@@ -204,9 +208,9 @@ def cg(
         alpha = rz / curvature
         x = tree.add(x, p, alpha)
         r = tree.add(r, ap, -alpha)
-        r_norm = tree.norm(r)
         z = precondition(r)
         rz_next = float(tree.dot(r, z))
+        r_norm = math.sqrt(rz_next) if inverse_diagonal is None else tree.norm(r)  # z is r without one
         p = tree.add(z, p, rz_next / rz)
         rz = rz_next
     info.iterations = k
@@ -272,8 +276,7 @@ def minres(
     beta1 = tree.norm(rhs)
     x = tree.zeros_like(rhs)
     if beta1 == 0.0:
-        info.residual, info.converged = 0.0, True
-        return x, info
+        return _solved(info, x)
     v_prev: Params | None = None
     v = tree.scale(rhs, 1.0 / beta1)
     w = tree.zeros_like(rhs)
@@ -383,15 +386,13 @@ def lsqr(
     x = tree.zeros_like(rhs)
     beta = tree.norm(rhs)
     if beta == 0.0:
-        info.residual, info.converged = 0.0, True
-        return x, info
+        return _solved(info, x)
     u = tree.scale(rhs, 1.0 / beta)
     v = op_t(u)
     info.hvps += hvps_per_product
     alpha = tree.norm(v)
     if alpha == 0.0:
-        info.residual, info.converged = 0.0, True
-        return x, info
+        return _solved(info, x)
     v = tree.scale(v, 1.0 / alpha)
     w = dict(v)
     phi_bar, rho_bar = beta, alpha
