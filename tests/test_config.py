@@ -32,6 +32,8 @@ from gif_bench.errors import ConfigError
         ("method=second_order method.hessian_u=fisher", "method.hessian_u=fisher"),
         ("solver.preconditioner=diagonal", "solver.preconditioner=diagonal"),
         ("solver.preconditioner=jacobi solver.probes=0", "solver.probes=0"),
+        ("solver.reorthogonalize=sometimes", "solver.reorthogonalize=sometimes"),
+        ("solver=lsqr solver.reorthogonalize=1", "solver.reorthogonalize=1"),
     ],
 )
 def test_bad_values_name_the_key(make_cfg, override, key):

@@ -223,12 +223,16 @@ METHOD_OPTIONS = {
     "cg+jacobi": dict(tol=1e-12, max_iter=2000, preconditioner="jacobi", probes=8),
     "lsqr": dict(tol=1e-12, max_iter=2000),
     "minres": dict(tol=1e-12, max_iter=2000),
+    "cg+reorth": dict(tol=1e-12, max_iter=2000, reorthogonalize=True),
+    "cg+jacobi+reorth": dict(tol=1e-12, max_iter=2000, preconditioner="jacobi", probes=8, reorthogonalize=True),
+    "lsqr+reorth": dict(tol=1e-12, max_iter=2000, reorthogonalize=True),
+    "minres+reorth": dict(tol=1e-12, max_iter=2000, reorthogonalize=True),
     "exact": {},
 }
 
 
 @pytest.mark.parametrize("method", ["gif", "freezing", "projecting", "koh"])
-@pytest.mark.parametrize("solver", ["lissa", "cg", "cg+jacobi", "lsqr", "minres", "exact"])
+@pytest.mark.parametrize("solver", list(METHOD_OPTIONS))
 def test_every_method_and_solver_matches_its_formula(method, solver):
     loss, params, grad, mask = _problem(2, ridge=1.0)
     expected = _closed_forms(loss, params, grad, mask)[method]
@@ -389,3 +393,74 @@ def test_the_jacobi_estimate_is_the_mean_of_squared_probes_and_unbiased():
     assert torch.allclose(inv["x"][keep], 1.0 / by_hand[keep].clamp_min(1e-3 * by_hand[keep].mean()))
     with pytest.raises(ValueError, match="probes"):
         influence.solvers.jacobi_normal_diagonal(op_t, {"x": torch.zeros(50)}, 0, gen)
+
+
+def _float32_spd(n: int, decades: float, seed: int):
+    spd, _, b = _spd_and_indefinite(n, seed, decades)
+    return spd.float(), b.float()
+
+
+def test_reorthogonalized_krylov_solvers_keep_the_exact_arithmetic_bound_in_float32():
+    """In exact arithmetic CG and LSQR finish in at most n iterations on an n-dimensional system;
+    in float32 on an ill-conditioned one the plain recurrences lose orthogonality and need
+    several times that. Re-orthogonalized, they are back under n."""
+    n = 100
+    a, b = _float32_spd(n, 3.0, 0)
+    plain_x, plain = influence.solvers.cg(_as_tree(a), {"x": b}, tol=1e-4, max_iter=3000, hvps_per_matvec=1)
+    x, info = influence.solvers.cg(
+        _as_tree(a), {"x": b}, tol=1e-4, max_iter=3000, hvps_per_matvec=1, reorthogonalize=True
+    )
+    assert plain.converged and plain.iterations > n
+    assert info.converged and info.iterations <= n and info.solver == "cg+reorth"
+    assert float((b - a @ x["x"]).norm() / b.norm()) < 2e-4  # the true residual, not the recurrence's
+    tall = torch.cat([a, a[: n // 2]])  # full column rank, 150 × 100
+    r = torch.randn(len(tall), generator=torch.Generator().manual_seed(1))
+    ops = (_as_tree(tall), lambda u: {"x": tall.T @ u["x"]}, {"x": r})
+    _, plain = influence.solvers.lsqr(*ops, tol=1e-4, max_iter=3000)
+    x, info = influence.solvers.lsqr(*ops, tol=1e-4, max_iter=3000, reorthogonalize=True)
+    assert plain.iterations > n and info.converged and info.iterations <= n
+    assert x["x"].shape == (n,)  # x has K's column shape, not r's
+    normal = tall.T @ (r - tall @ x["x"])
+    assert float(normal.norm() / (tall.T @ r).norm()) < 2e-4
+    _, plain = influence.solvers.minres(_as_tree(a), {"x": b}, tol=1e-3, max_iter=3000)
+    _, info = influence.solvers.minres(_as_tree(a), {"x": b}, tol=1e-3, max_iter=3000, reorthogonalize=True)
+    assert plain.converged and info.converged and info.iterations < plain.iterations
+
+
+def test_a_krylov_basis_removes_its_components_and_stores_only_the_support():
+    gen = torch.Generator().manual_seed(8)
+    like = {"w": torch.zeros(4, 5, dtype=torch.double), "b": torch.zeros(3, dtype=torch.double)}
+    support = {"w": torch.rand(4, 5, generator=gen) < 0.5, "b": torch.tensor([True, False, True])}
+
+    def on_support():
+        return {k: torch.randn(t.shape, generator=gen, dtype=torch.double) * support[k] for k, t in like.items()}
+
+    basis = influence.basis.KrylovBasis(like, support)
+    stored = []
+    for _ in range(4):  # orthonormal vectors by Gram–Schmidt through the basis itself
+        v = basis.orthogonalize(on_support())
+        v = tree.scale(v, 1.0 / tree.norm(v))
+        basis.add(v)
+        stored.append(v)
+    assert basis._a.shape[1] == tree.count(support)  # packed: J's entries only
+    w = on_support()
+    w["w"][~support["w"]] = 7.0  # entries off the support are not the basis's business
+    out = basis.orthogonalize(w)
+    assert all(abs(float(tree.dot(q, out))) < 1e-12 for q in stored)
+    assert torch.equal(out["w"][~support["w"]], w["w"][~support["w"]])
+    expected = tree.add(w, {k: sum(float(tree.dot(q, w)) * q[k] for q in stored) for k in w}, -1.0)
+    assert all(torch.allclose(out[k], expected[k]) for k in w)
+    # pairs: ⟨b_i, a_j⟩ = δ_ij (a_i = M b_i) make the result M⁻¹-orthogonal, here M = diag(d)
+    d = {k: torch.rand(t.shape, generator=gen, dtype=torch.double) + 0.5 for k, t in like.items()}
+    pairs = influence.basis.KrylovBasis(like)
+    kept = []
+    for _ in range(3):
+        r = pairs.orthogonalize(on_support())
+        z = {k: r[k] / d[k] for k in r}
+        s = float(tree.dot(r, z)) ** 0.5
+        pairs.add(tree.scale(r, 1 / s), tree.scale(z, 1 / s))
+        kept.append(z)
+    out = pairs.orthogonalize(on_support())
+    assert all(abs(float(tree.dot(z, out))) < 1e-12 for z in kept)
+    with pytest.raises(ValueError, match="pairs"):
+        pairs.add(out)

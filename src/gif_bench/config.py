@@ -82,6 +82,8 @@ def validate(cfg: DictConfig) -> None:
     if get(cfg, "solver.name") in ("cg", "lsqr", "minres"):
         number(cfg, "solver.max_iter", 1, integer=True)
         number(cfg, "solver.tol", 0.0)
+        if not isinstance(get(cfg, "solver.reorthogonalize"), bool):
+            raise ConfigError(f"solver.reorthogonalize={get(cfg, 'solver.reorthogonalize')}", "must be true or false")
     if get(cfg, "solver.name") == "cg" and get(cfg, "solver.preconditioner") is not None:
         if get(cfg, "solver.preconditioner") not in PRECONDITIONERS:
             named = ", ".join(p for p in PRECONDITIONERS if p is not None)

@@ -6,6 +6,7 @@ Functions of parameter dicts via ``torch.func``: no Hydra, no I/O, no global sta
 >>> delta = solve("gif", loss, params, grad, mask=mask, solver="lissa", max_iter=200)
 """
 
+from .basis import KrylovBasis
 from .curvature import (
     arnoldi,
     arnoldi_solve,
@@ -32,6 +33,7 @@ from .solvers import (
 )
 
 __all__ = [
+    "KrylovBasis",
     "LINEAR_METHODS",
     "METHODS",
     "LinearMethod",

@@ -225,6 +225,11 @@ def _by_lissa(method: LinearMethod, system: System, **options) -> tuple[Params, 
 PRECONDITIONERS = (None, "jacobi")  # of CG on the normal equations
 
 
+def _support(method: LinearMethod, system: System) -> dict[str, Tensor] | None:
+    """Where the unknowns of the method's normal equations can be nonzero: J for a restricted system."""
+    return system.mask if method.restricted else None
+
+
 def _by_cg(
     method: LinearMethod,
     system: System,
@@ -245,10 +250,11 @@ def _by_cg(
     if preconditioner == "jacobi":
         generator = torch.Generator().manual_seed(int(probe_seed))
         inverse_diagonal = jacobi_normal_diagonal(system_k[1], system.grad, int(probes), generator)
-    x, info = cg(normal_op, rhs, hvps_per_matvec=2, inverse_diagonal=inverse_diagonal, **options)
+    support = _support(method, system)
+    x, info = cg(normal_op, rhs, hvps_per_matvec=2, inverse_diagonal=inverse_diagonal, support=support, **options)
     info.hvps += 1 + (int(probes) if inverse_diagonal is not None else 0)  # Kᵀ r, and the probes
     if inverse_diagonal is not None:
-        info.solver = "cg+jacobi"
+        info.solver = info.solver.replace("cg", "cg+jacobi", 1)
     return x, info
 
 
@@ -256,11 +262,11 @@ def _by_minres(method: LinearMethod, system: System, **options) -> tuple[Params,
     if not method.symmetric:
         raise ValueError("solver='minres' needs a symmetric system (koh, projecting, freezing); use cg or lsqr")
     op, _, rhs = method.system(system.products, system.grad)
-    return minres(op, rhs, **options)
+    return minres(op, rhs, support=_support(method, system), **options)
 
 
 def _by_lsqr(method: LinearMethod, system: System, **options) -> tuple[Params, SolveInfo]:
-    return lsqr(*method.system(system.products, system.grad), **options)
+    return lsqr(*method.system(system.products, system.grad), support=_support(method, system), **options)
 
 
 def _exact(method: LinearMethod, system: System, **options) -> tuple[Params, SolveInfo]:

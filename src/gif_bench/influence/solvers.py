@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from . import tree
+from .basis import KrylovBasis
 from .tree import Params
 
 Operator = Callable[[Mapping[str, Tensor]], Params]
@@ -170,6 +171,8 @@ def cg(
     tol: float = 1e-6,
     hvps_per_matvec: int = 2,
     inverse_diagonal: Mapping[str, Tensor] | None = None,
+    reorthogonalize: bool = False,
+    support: Mapping[str, Tensor] | None = None,
 ) -> tuple[Params, SolveInfo]:
     """Conjugate gradients for ``A x = b`` with ``A`` symmetric positive semi-definite.
 
@@ -182,8 +185,13 @@ def cg(
     on ``M^{-1/2} A M^{-1/2}``, which converges in fewer products when ``M ≈ diag(A)`` evens
     out the scales of the unknowns (Jacobi; see :func:`jacobi_normal_diagonal`). Entries where
     ``M⁻¹`` is 0 stay 0. The residual tested and reported is the unpreconditioned one.
+
+    ``reorthogonalize``: keep every residual and make each new one orthogonal to them (in the
+    ``M⁻¹`` inner product), as exact arithmetic would (:mod:`.basis`); on GIF's float32 normal
+    equations this cuts the products needed several times, for ``k`` stored vectors of the
+    size of ``support`` (a boolean dict outside which every vector is zero; ``None``: all).
     """
-    info = SolveInfo(solver="cg")
+    info = SolveInfo(solver="cg+reorth" if reorthogonalize else "cg")
     b_norm = tree.norm(rhs)
     x = tree.zeros_like(rhs)
     if b_norm == 0.0:
@@ -196,9 +204,12 @@ def cg(
     z = precondition(r)
     p = dict(z)
     rz = float(tree.dot(r, z))
+    basis = KrylovBasis(rhs, support) if reorthogonalize else None
     r_norm = b_norm
     k = 0
     while k < max_iter and r_norm > tol * b_norm:
+        if basis is not None and rz > 0.0:
+            basis.add(*_pair(r, z, rz, inverse_diagonal is None))
         ap = matvec(p)
         info.hvps += hvps_per_matvec
         k += 1
@@ -208,6 +219,8 @@ def cg(
         alpha = rz / curvature
         x = tree.add(x, p, alpha)
         r = tree.add(r, ap, -alpha)
+        if basis is not None:
+            r = basis.orthogonalize(r)
         z = precondition(r)
         rz_next = float(tree.dot(r, z))
         r_norm = math.sqrt(rz_next) if inverse_diagonal is None else tree.norm(r)  # z is r without one
@@ -217,6 +230,12 @@ def cg(
     info.residual = r_norm / b_norm
     info.converged = info.residual <= tol
     return x, info
+
+
+def _pair(r: Params, z: Params, rz: float, plain: bool) -> tuple[Params, ...]:
+    """CG's residual as a :class:`KrylovBasis` entry: ``r/√⟨r,z⟩`` (and ``z/√⟨r,z⟩`` when preconditioned)."""
+    scale = 1.0 / math.sqrt(rz)
+    return (tree.scale(r, scale),) if plain else (tree.scale(r, scale), tree.scale(z, scale))
 
 
 def jacobi_normal_diagonal(
@@ -256,6 +275,8 @@ def minres(
     *,
     max_iter: int = 1000,
     tol: float = 1e-6,
+    reorthogonalize: bool = False,
+    support: Mapping[str, Tensor] | None = None,
 ) -> tuple[Params, SolveInfo]:
     """MINRES (Paige & Saunders, 1975) for ``A x = b`` with ``A`` symmetric, possibly indefinite.
 
@@ -271,8 +292,11 @@ def minres(
     report, so the solvers compare. For a singular ``A`` and ``b`` outside its range the
     iterate may carry components of ``b`` in A's null space (``x_1 ∝ b``), which CG on the
     normal equations never does.
+
+    ``reorthogonalize``: keep the Lanczos vectors orthonormal explicitly (:mod:`.basis`; ``k``
+    stored vectors of the size of ``support``), as they are in exact arithmetic.
     """
-    info = SolveInfo(solver="minres")
+    info = SolveInfo(solver="minres+reorth" if reorthogonalize else "minres")
     beta1 = tree.norm(rhs)
     x = tree.zeros_like(rhs)
     if beta1 == 0.0:
@@ -284,8 +308,11 @@ def minres(
     beta, phibar = beta1, beta1
     cs, sn, dbar, epsln = -1.0, 0.0, 0.0, 0.0
     ab_norm = math.nan  # ‖A b‖, from the first iteration
+    basis = KrylovBasis(rhs, support) if reorthogonalize else None
     k = 0
     while k < max_iter:
+        if basis is not None:
+            basis.add(v)
         y = matvec(v)
         info.hvps += 1
         k += 1
@@ -293,6 +320,8 @@ def minres(
             y = tree.add(y, v_prev, -beta)
         alpha = float(tree.dot(v, y))
         y = tree.add(y, v, -alpha)
+        if basis is not None:
+            y = basis.orthogonalize(y)
         beta_next = tree.norm(y)
         if k == 1:
             ab_norm = beta1 * math.hypot(alpha, beta_next)
@@ -374,6 +403,8 @@ def lsqr(
     max_iter: int = 1000,
     tol: float = 1e-6,
     hvps_per_product: int = 1,
+    reorthogonalize: bool = False,
+    support: Mapping[str, Tensor] | None = None,
 ) -> tuple[Params, SolveInfo]:
     """LSQR (Paige & Saunders, 1982) for ``min ‖K x − r‖`` given ``v ↦ K v`` and ``u ↦ Kᵀ u``.
 
@@ -381,19 +412,22 @@ def lsqr(
     it never forms ``KᵀK``, so it keeps its accuracy when K is ill-conditioned. Stops when the
     normal-equation residual ``‖Kᵀ(r − K x)‖ ≤ tol ‖Kᵀ r‖`` (the same measure the other
     solvers report) or after ``max_iter`` iterations. ``x_0 = 0``.
+
+    ``reorthogonalize``: keep the right Golub–Kahan vectors ``v`` orthonormal explicitly
+    (:mod:`.basis`; one-sided, which is what LSQR's accuracy needs; ``k`` stored vectors of
+    the size of ``support``, the space of ``x``).
     """
-    info = SolveInfo(solver="lsqr")
-    x = tree.zeros_like(rhs)
+    info = SolveInfo(solver="lsqr+reorth" if reorthogonalize else "lsqr")
     beta = tree.norm(rhs)
-    if beta == 0.0:
-        return _solved(info, x)
-    u = tree.scale(rhs, 1.0 / beta)
-    v = op_t(u)
+    u = tree.scale(rhs, 1.0 / beta) if beta > 0.0 else dict(rhs)
+    v = op_t(u)  # x lives in Kᵀ's range: its shapes are v's, not r's
     info.hvps += hvps_per_product
+    x = tree.zeros_like(v)
     alpha = tree.norm(v)
-    if alpha == 0.0:
+    if beta == 0.0 or alpha == 0.0:
         return _solved(info, x)
     v = tree.scale(v, 1.0 / alpha)
+    basis = KrylovBasis(v, support) if reorthogonalize else None
     w = dict(v)
     phi_bar, rho_bar = beta, alpha
     normal_rhs = alpha * beta  # ‖Kᵀ r‖
@@ -404,7 +438,11 @@ def lsqr(
         beta = tree.norm(u)
         if beta > 0:
             u = tree.scale(u, 1.0 / beta)
+        if basis is not None:
+            basis.add(v)
         v = tree.add(op_t(u), v, -beta)
+        if basis is not None:
+            v = basis.orthogonalize(v)
         info.hvps += 2 * hvps_per_product
         alpha = tree.norm(v)
         if alpha > 0:
