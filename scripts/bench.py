@@ -539,7 +539,7 @@ def main() -> None:
             "per removed image, 5,000), and the line search: every step evaluates U (5,000), the test images "
             "of the other classes (9,000) and of the removed class (1,000) and a validation split (assumed "
             f"5,000), each forward costing {results[1.0]['forward_x']:.2f} gradients (measured at width 1). "
-            "Steps: 60 (the quickstart's edit takes 59) and 200 (the paper's cap). Assumed, not measured: "
+            "Steps: 60 (the quickstart's edits take 58–59) and 200 (the paper's cap). Assumed, not measured: "
             "that the solvers need as many products at that scale as on the quickstart's system, and that "
             "per-example costs do not change with the batch size.",
             "",
