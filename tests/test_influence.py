@@ -365,7 +365,9 @@ def test_jacobi_preconditioned_cg_is_cg_on_the_rescaled_system():
     x, info = influence.solvers.cg(
         _as_tree(a), {"x": b}, tol=1e-10, max_iter=3000, hvps_per_matvec=1, inverse_diagonal=inv_diag
     )
-    assert _rel(x["x"], exact) < 1e-6 and info.converged
+    assert _rel(x["x"], exact) < 1e-6
+    # the residual reported is b − A x's, not the recurrence's (here round-off keeps it above tol)
+    assert info.residual == pytest.approx(float((b - a @ x["x"]).norm() / b.norm()), rel=1e-9)
     assert info.iterations < plain.iterations / 3  # the scales no longer slow it down
     # zero entries of M⁻¹ pin their unknowns at 0
     pinned = {"x": torch.where(torch.arange(30) < 5, 0.0, 1.0 / torch.diagonal(a)).double()}
@@ -410,15 +412,16 @@ def test_reorthogonalized_krylov_solvers_keep_the_exact_arithmetic_bound_in_floa
     x, info = influence.solvers.cg(
         _as_tree(a), {"x": b}, tol=1e-4, max_iter=3000, hvps_per_matvec=1, reorthogonalize=True
     )
-    assert plain.converged and plain.iterations > n
-    assert info.converged and info.iterations <= n and info.solver == "cg+reorth"
-    assert float((b - a @ x["x"]).norm() / b.norm()) < 2e-4  # the true residual, not the recurrence's
+    assert plain.iterations > n and plain.residual < 2e-4
+    assert info.iterations <= n and info.solver == "cg+reorth"
+    # the residual reported is the true one (the recurrence's stopped it below 1e-4; round-off lifts it a little)
+    assert info.residual == pytest.approx(float((b - a @ x["x"]).norm() / b.norm()), rel=1e-4) and info.residual < 2e-4
     tall = torch.cat([a, a[: n // 2]])  # full column rank, 150 × 100
     r = torch.randn(len(tall), generator=torch.Generator().manual_seed(1))
     ops = (_as_tree(tall), lambda u: {"x": tall.T @ u["x"]}, {"x": r})
     _, plain = influence.solvers.lsqr(*ops, tol=1e-4, max_iter=3000)
     x, info = influence.solvers.lsqr(*ops, tol=1e-4, max_iter=3000, reorthogonalize=True)
-    assert plain.iterations > n and info.converged and info.iterations <= n
+    assert plain.iterations > n and info.iterations <= n and info.residual < 2e-4
     assert x["x"].shape == (n,)  # x has K's column shape, not r's
     normal = tall.T @ (r - tall @ x["x"])
     assert float(normal.norm() / (tall.T @ r).norm()) < 2e-4
@@ -442,7 +445,7 @@ def test_a_krylov_basis_removes_its_components_and_stores_only_the_support():
         v = tree.scale(v, 1.0 / tree.norm(v))
         basis.add(v)
         stored.append(v)
-    assert basis._a.shape[1] == tree.count(support)  # packed: J's entries only
+    assert basis.dim == tree.count(support) < 23  # packed: J's entries only
     w = on_support()
     w["w"][~support["w"]] = 7.0  # entries off the support are not the basis's business
     out = basis.orthogonalize(w)
@@ -464,3 +467,38 @@ def test_a_krylov_basis_removes_its_components_and_stores_only_the_support():
     assert all(abs(float(tree.dot(z, out))) < 1e-12 for z in kept)
     with pytest.raises(ValueError, match="pairs"):
         pairs.add(out)
+
+
+def test_preconditioned_cg_reorthogonalizes_in_the_preconditioners_inner_product():
+    """Jacobi-preconditioned CG in float32 on a badly scaled system: as written it needs more than
+    n iterations, with its residuals kept M⁻¹-orthogonal it stays within n."""
+    spd, _, b = _spd_and_indefinite(100, 0, 3.0)
+    scales = torch.logspace(-1, 1, 100, dtype=torch.double)[
+        torch.randperm(100, generator=torch.Generator().manual_seed(5))
+    ]
+    a, b = (torch.diag(scales) @ spd @ torch.diag(scales)).float(), b.float()
+    options = dict(tol=1e-4, max_iter=3000, hvps_per_matvec=1, inverse_diagonal={"x": 1.0 / torch.diagonal(a)})
+    _, plain = influence.solvers.cg(_as_tree(a), {"x": b}, **options)
+    x, info = influence.solvers.cg(_as_tree(a), {"x": b}, reorthogonalize=True, **options)
+    assert plain.iterations > 100 and info.iterations <= 100 and info.solver == "cg+reorth"
+    assert info.residual < 5e-4 and _rel(x["x"].double(), torch.linalg.solve(a.double(), b.double())) < 0.05
+
+
+def test_a_float32_basis_orthogonalizes_a_vector_far_larger_than_its_remainder():
+    """Two full passes ("twice is enough"): a vector 7,000× longer than what is left of it keeps
+    no component along the basis above float32's unit round-off; one pass, or a second pass
+    whose correction is subtracted from the original vector, leaves ~1e-4 of it."""
+    gen = torch.Generator().manual_seed(3)
+    q, _ = torch.linalg.qr(torch.randn(400, 50, generator=gen))
+    basis = influence.KrylovBasis({"x": torch.zeros(400)})
+    for j in range(50):
+        basis.add({"x": q[:, j].contiguous()})
+    small = torch.randn(400, generator=gen)
+    small = small - q @ (q.T @ small)
+    small = small / small.norm()
+    v = q @ (1e3 * torch.randn(50, generator=gen)) + small
+    out = basis.orthogonalize({"x": v})["x"]
+    assert float(v.norm() / out.norm()) > 1e3
+    assert float((q.T @ out).abs().max() / out.norm()) < 1e-6
+    assert torch.allclose(out, small, atol=1e-3)
+    assert len(basis) == 50 and basis.dim == 400

@@ -32,67 +32,87 @@ class KrylovBasis:
     residual M⁻¹-orthogonal to the earlier ones.
 
     ``like``: a vector of the space (shapes, dtype, device). ``support``: a boolean dict; every
-    vector is known to be zero outside it, so only its entries are stored (``None``: all).
+    vector is known to be zero outside it, so only its entries are stored (``None``: all of
+    them). Memory: ``k`` vectors of the support's size after ``k`` pairs (``2k`` for pairs),
+    allocated in blocks of :attr:`BLOCK` vectors.
     """
+
+    BLOCK = 32
 
     def __init__(self, like: Mapping[str, Tensor], support: Mapping[str, Tensor] | None = None) -> None:
         self._like = {k: t for k, t in like.items()}
         first = next(iter(like.values()))
-        self._device = first.device
+        self._dtype, self._device = first.dtype, first.device
+        self._full = sum(t.numel() for t in like.values())
         if support is None:
             self._index = None
-            self._size = sum(t.numel() for t in like.values())
+            self._size = self._full
         else:
             flat_support = torch.cat([support[k].reshape(-1).to(first.device) for k in like])
             self._index = flat_support.nonzero().squeeze(1)
             self._size = int(self._index.numel())
-        self._full = sum(t.numel() for t in like.values())
-        self._a = torch.empty(0, self._size, dtype=first.dtype, device=self._device)
-        self._b: Tensor | None = None  # None: b_i = a_i
+        self._a: list[Tensor] = []  # blocks of BLOCK rows
+        self._b: list[Tensor] | None = None  # None: b_i = a_i
         self._count = 0
 
     def __len__(self) -> int:
         return self._count
 
+    @property
+    def dim(self) -> int:
+        """Entries stored per vector: the support's size."""
+        return self._size
+
+    def _flat(self, v: Mapping[str, Tensor]) -> Tensor:
+        return tree.flatten({k: v[k] for k in self._like}).to(self._dtype)
+
     def _pack(self, v: Mapping[str, Tensor]) -> Tensor:
-        flat = tree.flatten({k: v[k] for k in self._like}).to(self._a.dtype)
+        flat = self._flat(v)
         return flat if self._index is None else flat[self._index]
 
-    def _unpack(self, packed: Tensor) -> Params:
-        if self._index is None:
-            flat = packed
-        else:
-            flat = torch.zeros(self._full, dtype=packed.dtype, device=packed.device)
-            flat[self._index] = packed
-        return tree.unflatten(flat, self._like)
-
-    def _grow(self, buffer: Tensor) -> Tensor:
-        if self._count < buffer.shape[0]:
-            return buffer
-        grown = torch.empty(max(8, 2 * buffer.shape[0]), self._size, dtype=buffer.dtype, device=buffer.device)
-        grown[: self._count] = buffer[: self._count]
-        return grown
+    def _store(self, blocks: list[Tensor], packed: Tensor) -> None:
+        row = self._count % self.BLOCK
+        if row == 0:
+            blocks.append(torch.empty(self.BLOCK, self._size, dtype=self._dtype, device=self._device))
+        blocks[-1][row] = packed
 
     def add(self, a: Mapping[str, Tensor], b: Mapping[str, Tensor] | None = None) -> None:
         """Store the pair ``(a, b)`` (``b`` = ``a`` if omitted; then every pair must omit it)."""
-        if (b is None) != (self._b is None) and self._count > 0:
+        if self._count > 0 and (b is None) != (self._b is None):
             raise ValueError("a basis stores either single vectors or pairs, not both")
-        self._a = self._grow(self._a)
-        self._a[self._count] = self._pack(a)
+        self._store(self._a, self._pack(a))
         if b is not None:
-            self._b = self._grow(self._b if self._b is not None else torch.empty_like(self._a[:0]))
-            self._b[self._count] = self._pack(b)
+            if self._b is None:
+                self._b = []
+            self._store(self._b, self._pack(b))
         self._count += 1
 
+    def _remove(self, packed: Tensor) -> Tensor:
+        """One Gram–Schmidt pass: ``p − Σ_i a_i ⟨b_i, p⟩``, block by block (classical within a pass)."""
+        a_blocks = self._a
+        b_blocks = self._a if self._b is None else self._b
+        coefficients = []
+        for i, b in enumerate(b_blocks):
+            rows = min(self.BLOCK, self._count - i * self.BLOCK)
+            coefficients.append(b[:rows] @ packed)
+        out = packed
+        for a, c in zip(a_blocks, coefficients):
+            out = out - a[: len(c)].T @ c
+        return out
+
     def orthogonalize(self, v: Mapping[str, Tensor]) -> Params:
-        """``v`` less its components along the stored vectors (two passes); entries outside the
-        support are left as they are."""
+        """``v`` less its components along the stored vectors: two Gram–Schmidt passes, the
+        second on the first's result ("twice is enough"); entries outside the support are
+        left as they are."""
         if self._count == 0:
             return dict(v)
-        a = self._a[: self._count]
-        b = a if self._b is None else self._b[: self._count]
-        packed = self._pack(v)
-        first = b @ packed
-        coefficients = first + b @ (packed - a.T @ first)
-        correction = self._unpack(a.T @ coefficients)
-        return {k: v[k] - correction[k] for k in v}
+        flat = self._flat(v)
+        packed = flat if self._index is None else flat[self._index]
+        packed = self._remove(self._remove(packed))
+        if self._index is None:
+            flat = packed
+        else:
+            flat = flat.clone()
+            flat[self._index] = packed
+        out = tree.unflatten(flat, self._like)
+        return {k: out[k].to(v[k].dtype) for k in v}

@@ -184,7 +184,9 @@ def cg(
     ``inverse_diagonal`` ``M⁻¹`` (entries ≥ 0) makes it preconditioned CG: the same iteration
     on ``M^{-1/2} A M^{-1/2}``, which converges in fewer products when ``M ≈ diag(A)`` evens
     out the scales of the unknowns (Jacobi; see :func:`jacobi_normal_diagonal`). Entries where
-    ``M⁻¹`` is 0 stay 0. The residual tested and reported is the unpreconditioned one.
+    ``M⁻¹`` is 0 stay 0. The iteration stops on the recurrence's (unpreconditioned) residual;
+    the residual reported, and ``converged``, are the true ``‖b − A x‖ / ‖b‖`` of the returned
+    ``x``, from one more product with ``A`` (counted), since in floating point the two drift apart.
 
     ``reorthogonalize``: keep every residual and make each new one orthogonal to them (in the
     ``M⁻¹`` inner product), as exact arithmetic would (:mod:`.basis`); on GIF's float32 normal
@@ -227,6 +229,9 @@ def cg(
         p = tree.add(z, p, rz_next / rz)
         rz = rz_next
     info.iterations = k
+    if k > 0:  # the recurrence's residual drifts from b − A x in floating point: report the true one
+        r_norm = tree.norm(tree.add(rhs, matvec(x), -1.0))
+        info.hvps += hvps_per_matvec
     info.residual = r_norm / b_norm
     info.converged = info.residual <= tol
     return x, info
@@ -411,7 +416,9 @@ def lsqr(
     Mathematically the iterates of CG on ``KᵀK x = Kᵀ r`` (two products per iteration), but
     it never forms ``KᵀK``, so it keeps its accuracy when K is ill-conditioned. Stops when the
     normal-equation residual ``‖Kᵀ(r − K x)‖ ≤ tol ‖Kᵀ r‖`` (the same measure the other
-    solvers report) or after ``max_iter`` iterations. ``x_0 = 0``.
+    solvers report) or after ``max_iter`` iterations; the stop uses the recurrence's estimate,
+    the residual reported is computed for the returned ``x`` (two more products, counted).
+    ``x_0 = 0``; a zero ``r`` still costs one product with Kᵀ, which gives x's shapes.
 
     ``reorthogonalize``: keep the right Golub–Kahan vectors ``v`` orthonormal explicitly
     (:mod:`.basis`; one-sided, which is what LSQR's accuracy needs; ``k`` stored vectors of
@@ -458,6 +465,10 @@ def lsqr(
         if alpha == 0.0 or beta == 0.0:
             residual = 0.0 if alpha == 0.0 else residual
             break
+    if k > 0:  # the recurrence's estimate, checked: ‖Kᵀ(r − K x)‖ / ‖Kᵀ r‖ of the returned x
+        misfit = tree.add(rhs, op(x), -1.0)
+        residual = tree.norm(op_t(misfit)) / normal_rhs
+        info.hvps += 2 * hvps_per_product
     info.iterations, info.residual = k, residual
     info.converged = residual <= tol
     return x, info
