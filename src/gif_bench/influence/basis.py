@@ -66,9 +66,11 @@ class KrylovBasis:
     def _flat(self, v: Mapping[str, Tensor]) -> Tensor:
         return tree.flatten({k: v[k] for k in self._like}).to(self._dtype)
 
-    def _pack(self, v: Mapping[str, Tensor]) -> Tensor:
-        flat = self._flat(v)
+    def _on_support(self, flat: Tensor) -> Tensor:
         return flat if self._index is None else flat[self._index]
+
+    def _pack(self, v: Mapping[str, Tensor]) -> Tensor:
+        return self._on_support(self._flat(v))
 
     def _store(self, blocks: list[Tensor], packed: Tensor) -> None:
         row = self._count % self.BLOCK
@@ -107,12 +109,10 @@ class KrylovBasis:
         if self._count == 0:
             return dict(v)
         flat = self._flat(v)
-        packed = flat if self._index is None else flat[self._index]
-        packed = self._remove(self._remove(packed))
+        packed = self._remove(self._remove(self._on_support(flat)))
         if self._index is None:
             flat = packed
         else:
             flat = flat.clone()
             flat[self._index] = packed
-        out = tree.unflatten(flat, self._like)
-        return {k: out[k].to(v[k].dtype) for k in v}
+        return tree.unflatten(flat, self._like)  # in the basis's (the vectors') dtype
