@@ -237,7 +237,7 @@ def solver_table(tol: float, lissa_cap: int, probes: int) -> list[SolverRow]:
     edit = tasks.build(cfg.task, data)
     torch.manual_seed(int(cfg.seed))
     model = models.build(cfg.model, data.in_channels, data.num_classes, cfg.dataset.image_size)
-    train.train_or_load(cfg, model, data, edit.train_set, device, Path(cfg.paths.root) / "cache")
+    train.train_or_load(cfg, model, data, edit.train_set, device, Path(cfg.paths.cache))
     problem = editing.setup(cfg, model, edit)  # the harness's GIF problem: Hessian sample, g, J
     rows: list[SolverRow] = []
 

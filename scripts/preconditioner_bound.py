@@ -74,7 +74,7 @@ def main() -> None:
     edit = tasks.build(cfg.task, data)
     torch.manual_seed(int(cfg.seed))
     model = models.build(cfg.model, data.in_channels, data.num_classes, cfg.dataset.image_size)
-    train.train_or_load(cfg, model, data, edit.train_set, "cpu", Path(cfg.paths.root) / "cache")
+    train.train_or_load(cfg, model, data, edit.train_set, "cpu", Path(cfg.paths.cache))
     problem = editing.setup(cfg, model, edit)
     products = _Products(problem.hessian_loss, problem.params, problem.mask, "linearize", problem.folded)
     flat_mask = tree.flatten(problem.mask)

@@ -37,13 +37,34 @@ TINY = [
 ]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def shared_model_cache(tmp_path_factory):
+    """One trained-model cache (``$GIF_BENCH_CACHE``, the default of ``paths.cache``) for the
+    whole session, shared by the xdist workers and the CLI runs they start: a tiny model is
+    trained once per setting, not once per test. Its entries are written atomically, so two
+    workers training the same setting both leave a whole file. A test about the cache itself
+    gives the run its own (``make_cfg(own_cache=True)``, or ``paths.cache=`` on a command line)."""
+    base = tmp_path_factory.getbasetemp()
+    cache = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "model-cache"
+    before = os.environ.get("GIF_BENCH_CACHE")
+    os.environ["GIF_BENCH_CACHE"] = str(cache)
+    yield cache
+    if before is None:
+        os.environ.pop("GIF_BENCH_CACHE", None)
+    else:
+        os.environ["GIF_BENCH_CACHE"] = before
+
+
 @pytest.fixture
 def make_cfg(tmp_path):
-    def make(*overrides: str, root: Path | None = None, drop: tuple[str, ...] = ()):
-        """Compose TINY + overrides; ``drop`` removes TINY's overrides of those keys/groups."""
+    def make(*overrides: str, root: Path | None = None, drop: tuple[str, ...] = (), own_cache: bool = False):
+        """Compose TINY + overrides; ``drop`` removes TINY's overrides of those keys/groups;
+        ``own_cache`` keeps trained models under ``<paths.root>/cache`` instead of the session's."""
         base = [o for o in TINY if o.split("=")[0].split(".")[0] not in drop]
+        root = root or tmp_path
+        cache = [f"paths.cache={root / 'cache'}"] if own_cache else []
         with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
-            return compose("config", overrides=[*base, f"paths.root={root or tmp_path}", *overrides])
+            return compose("config", overrides=[*base, f"paths.root={root}", *cache, *overrides])
 
     return make
 

@@ -80,7 +80,7 @@ def test_the_papers_command_composes_the_papers_setting(make_cfg):
 
 @pytest.mark.parametrize("override", ["mr=1.5", "device=tpu", "task.target_class=12"])
 def test_cli_refuses_with_one_line_and_writes_nothing(tmp_path, override):
-    proc = run_cli(*TINY, f"paths.root={tmp_path}", override)
+    proc = run_cli(*TINY, f"paths.root={tmp_path}", f"paths.cache={tmp_path}/cache", override)
     assert proc.returncode != 0
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, proc.stderr
@@ -93,7 +93,7 @@ def test_exact_solver_is_refused_for_a_large_model_before_training(make_cfg, tmp
     from gif_bench.runner import run
 
     with pytest.raises(ConfigError, match=r"solver=exact: needs a model of at most 20,000 parameters"):
-        run(make_cfg(*TINY_VGG, "solver=exact", drop=("solver", "model")))
+        run(make_cfg(*TINY_VGG, "solver=exact", drop=("solver", "model"), own_cache=True))
     assert not (tmp_path / "cache").exists() and not (tmp_path / "results").exists()
 
 
@@ -101,7 +101,7 @@ def test_a_ratio_that_selects_nothing_is_refused_before_training(make_cfg, tmp_p
     from gif_bench.runner import run
 
     with pytest.raises(ConfigError, match=r"mr=1e-05: selects no parameter"):
-        run(make_cfg("mr=0.00001"))
+        run(make_cfg("mr=0.00001", own_cache=True))
     assert not (tmp_path / "cache").exists()
 
 
@@ -186,6 +186,8 @@ def test_launcher_group_picks_hydras_launcher(launcher, target):
 def test_a_refused_sweep_leaves_no_folder_behind(tmp_path):
     root = tmp_path / "root"
     root.mkdir()
-    proc = run_cli("experiment=table1", "profile=cpu", *TINY, f"paths.root={root}", "mr=2", "seed=0")
+    proc = run_cli(
+        "experiment=table1", "profile=cpu", *TINY, f"paths.root={root}", f"paths.cache={root}/cache", "mr=2", "seed=0"
+    )
     assert proc.returncode == 2 and proc.stderr.strip().endswith("mr=2: must be a number in (0, 1]")
     assert list(root.rglob("*")) == []

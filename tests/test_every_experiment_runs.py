@@ -8,6 +8,7 @@ import pytest
 from conftest import run_cli
 
 from gif_bench import runner, sweeps
+from gif_bench.registry import METHODS
 
 EXPERIMENTS = ("quickstart", "table1", "fig3", "table2", "label_change", "random_removal")
 PROFILES = ("paper", "cpu")
@@ -51,9 +52,12 @@ def _one_job_per_method(experiment: str, profile: str) -> list[list[str]]:
     parameters, not each of its jobs)."""
     first: dict[str | None, list[str]] = {}
     for job in sweeps.sweep_jobs([f"experiment={experiment}", f"profile={profile}"]):
-        method = next((o.split("=", 1)[1] for o in job if o.startswith("method=")), None)
-        first.setdefault(method, job)
+        first.setdefault(job_method(job), job)
     return list(first.values())
+
+
+def job_method(job: list[str]) -> str | None:
+    return next((o.split("=", 1)[1] for o in job if o.startswith("method=")), None)
 
 
 @pytest.mark.parametrize("profile", PROFILES)
@@ -82,6 +86,26 @@ def test_every_method_of_every_experiment_writes_an_ok_row(experiment, profile, 
             assert row["steps"] == row["edit_epochs"] == 1 and row["edit_examples"] > 0
         elif cfg.method.name != "retrain":
             assert 1 <= row["steps"] <= 3 and (row["hvps"] > 0 or row["solved_by"] in ("kfac", "ekfac"))
+        if cfg.method.name in ("gif", "freezing", "projecting", "koh", "second_order"):
+            assert (row["n_selected"] == row["n_params"]) == (not METHODS[cfg.method.name].uses_mask)
+            assert row["hessian_u"] == (cfg.method.hessian_u if cfg.method.name == "second_order" else None)
+        _check_the_task(cfg, row)
+    if len(jobs) > 1:  # a table: every registered method, the oracle included
+        assert {job_method(job) for job in jobs} == set(METHODS)
+
+
+def _check_the_task(cfg, row) -> None:
+    """The task's own promises, on every method's row."""
+    assert row["task"] == cfg.task.name
+    if cfg.task.name == "random_removal":
+        assert row["n_removed"] == round(0.1 * row["n_train"]) and row["stop_self_acc"] is None
+        if row.get("reached_threshold"):  # the oracle has no update loop
+            assert row["self_acc"] <= row["val_acc"]  # the stop rule: U down to unseen data's accuracy
+            assert all(s["self_acc"] > s["val_acc"] for s in row["trajectory"][:-1])
+    elif cfg.task.name == "label_change":
+        for key in ("changed_new_acc", "changed_old_acc", "before_changed_new_acc", "retrain_changed_new_acc"):
+            assert 0.0 <= row[key] <= 100.0, key
+        assert abs(row["n_removed"] - row["n_train"] / 10) <= 2  # all of one class, one class in ten
 
 
 def test_the_papers_command_on_digits(tmp_path):

@@ -276,6 +276,35 @@ def test_hydras_sweep_expansion_is_where_gif_bench_reaches_for_it():
     ]
 
 
+def test_a_grids_configs_are_the_ones_hydra_composes_for_each_job():
+    """The grid composer builds each defaults tree once and applies the value overrides itself:
+    every job's config, flags included, equals Hydra's own compose of it; other overrides and a
+    key that is not there take Hydra's path and its errors."""
+    from hydra import compose, initialize_config_module
+    from hydra.errors import ConfigCompositionException
+    from omegaconf import OmegaConf
+
+    from gif_bench import CONFIG_MODULE
+
+    jobs = sweeps.sweep_jobs(
+        ["experiment=label_change", "profile=cpu", "method=gif,second_order", "mr=0.05,0.3", "seed=1"]
+    )
+    jobs = [[*j, "train.epochs=3", "update.rate=0.2"] for j in jobs] + [
+        ["experiment=table1", "method=gif", "mr=0.15", "++method.hessian_u=exact", "~selector.samples"]
+    ]
+    with sweeps._composer() as composer:
+        ours = [composer(job) for job in jobs]
+        with pytest.raises(ConfigCompositionException, match="Could not override 'not_a_key'"):
+            composer(["experiment=table1", "not_a_key=1"])
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+        hydras = [compose("config", overrides=job) for job in jobs]
+    assert len(ours) == 5 and {float(c.mr) for c in ours[:4]} == {0.05, 0.3}
+    for mine, theirs in zip(ours, hydras, strict=True):
+        assert OmegaConf.to_container(mine) == OmegaConf.to_container(theirs)
+        assert OmegaConf.is_struct(mine) and OmegaConf.is_readonly(mine) == OmegaConf.is_readonly(theirs)
+    assert ours[1].train.epochs == 3 and ours[1]["update"].rate == 0.2
+
+
 def test_every_method_is_compared_with_gif_on_the_same_seeds():
     from scipy import stats as sp
 

@@ -11,30 +11,32 @@ from gif_bench import runner
 
 
 def test_a_truncated_cached_model_is_moved_aside_and_rebuilt(make_cfg, tmp_path, caplog):
-    first = runner.run(make_cfg("method=retrain"))
+    first = runner.run(make_cfg("method=retrain", own_cache=True))
     cached = sorted((tmp_path / "cache" / "models").glob("*.pt"))
     assert len(cached) == 2  # the model and the retrained oracle
     for path in cached:  # as a full disk or an interrupted copy leaves them
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with caplog.at_level(logging.WARNING, logger="gif_bench.train"):
-        again = runner.run(make_cfg("method=retrain", "force=true"))
+        again = runner.run(make_cfg("method=retrain", "force=true", own_cache=True))
     notices = [r.getMessage() for r in caplog.records if "cannot be read" in r.getMessage()]
     assert len(notices) == 2 and all("\n" not in n for n in notices)
     assert {n.split()[2] for n in notices} == {str(p) for p in cached}  # each names its file
     assert again["status"] == "ok" and again["model_cached"] is False and again["retrain_cached"] is False
     assert again["before_test_acc"] == first["before_test_acc"]  # the same weights, trained again
     assert all(p.exists() and p.with_name(p.name + ".corrupt").exists() for p in cached)
-    assert runner.run(make_cfg("method=retrain", "force=true"))["model_cached"] is True  # the rebuilt file is read
+    assert (
+        runner.run(make_cfg("method=retrain", "force=true", own_cache=True))["model_cached"] is True
+    )  # the rebuilt file is read
 
 
 def test_a_cached_file_of_another_model_is_not_reused(make_cfg, tmp_path, caplog):
     import torch
 
-    runner.run(make_cfg("method=retrain"))
+    runner.run(make_cfg("method=retrain", own_cache=True))
     path = next(iter(sorted((tmp_path / "cache" / "models").glob("*.pt"))))
     torch.save({"model": {"foreign.weight": torch.zeros(1)}, "seconds": 1.0}, path)
     with caplog.at_level(logging.WARNING, logger="gif_bench.train"):
-        row = runner.run(make_cfg("method=retrain", "force=true"))
+        row = runner.run(make_cfg("method=retrain", "force=true", own_cache=True))
     assert row["status"] == "ok" and any("cannot be read" in r.getMessage() for r in caplog.records)
 
 

@@ -47,13 +47,13 @@ def _prefixed(prefix: str, values: dict[str, Any], keys) -> dict[str, Any]:
     return {f"{prefix}{k}": values[k] for k in keys if k in values}
 
 
-def retrain_oracle(cfg: DictConfig, dataset, edit: tasks.Edit, device: torch.device, root: Path) -> train.Trained:
+def retrain_oracle(cfg: DictConfig, dataset, edit: tasks.Edit, device: torch.device) -> train.Trained:
     """The model retrained from scratch on the edited training set, with the original's recipe
     and seed. Cached by the training set's content, so every method, selector and MR of one
     setting shares it."""
     torch.manual_seed(int(cfg.seed))
     fresh = models.build(cfg.model, dataset.in_channels, dataset.num_classes, cfg.dataset.image_size).to(device)
-    return train.train_or_load(cfg, fresh, dataset, edit.retrain_set(), device, root / "cache")
+    return train.train_or_load(cfg, fresh, dataset, edit.retrain_set(), device, Path(cfg.paths.cache))
 
 
 def base_row(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
@@ -295,7 +295,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     tracker = tracking.start(cfg, root)
     row["wandb_run_id"] = tracker.run_id
     try:
-        trained = train.train_or_load(cfg, model, dataset, edit.train_set, device, root / "cache")
+        trained = train.train_or_load(cfg, model, dataset, edit.train_set, device, Path(cfg.paths.cache))
         row.update(
             n_params=models.n_params(model),
             n_train=edit.m,
@@ -306,7 +306,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         before = metric_fn(model, edit)
         row.update(_prefixed("before_", before, reported))
         tracker.log(before, step=0)
-        oracle = retrain_oracle(cfg, dataset, edit, device, root)
+        oracle = retrain_oracle(cfg, dataset, edit, device)
         retrained = metric_fn(oracle.model, edit)
         row.update(_prefixed("retrain_", retrained, reported))
         retrain_gradients = cost.retrain_gradients(int(cfg.train.epochs), len(edit.retrain_set()))

@@ -6,10 +6,14 @@ jobs of a multirun, as Hydra's basic sweeper would launch them.
 
 from __future__ import annotations
 
+import copy
+import functools
+import importlib.resources
 from contextlib import contextmanager
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
 from . import CONFIG_MODULE
 
@@ -17,11 +21,51 @@ from . import CONFIG_MODULE
 @contextmanager
 def _composer():
     """A function composing the config ``python -m gif_bench <overrides>`` would run, valid
-    inside the ``with`` block (Hydra's global state is restored after it)."""
+    inside the ``with`` block (Hydra's global state is restored after it).
+
+    Hydra composes in two stages: the defaults tree from the config-group overrides, then the
+    remaining ``key=value`` overrides applied in order to the merged config. A grid's jobs share
+    their group choices and differ in values (``mr``, ``seed``), so the first stage is done once
+    per distinct set of group overrides and copied; the second is the same ``OmegaConf.update``
+    Hydra applies. Overrides of any other kind (``+key``, ``~key``, ``hydra.*``, packages) and
+    requests for the Hydra node take Hydra's own path.
+    """
     from hydra import compose, initialize_config_module
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import OverrideType
+
+    parser = OverridesParser.create()
+    trees: dict[tuple[str, ...], DictConfig] = {}
+
+    def is_value(o) -> bool:
+        key = o.key_or_group
+        return (
+            o.type == OverrideType.CHANGE
+            and o.package is None
+            and not o.is_sweep_override()
+            and "/" not in key
+            and not key.startswith("hydra")
+            and ("." in key or not _is_group(key))
+        )
+
+    def composer(overrides: list[str], hydra: bool = False) -> DictConfig:
+        parsed = parser.parse_overrides(list(overrides))
+        values = [o for o in parsed if is_value(o)]
+        if hydra or any(not is_value(o) and not _is_group(o.key_or_group) for o in parsed):
+            return compose("config", overrides=list(overrides), return_hydra_config=hydra)
+        tree = tuple(o.input_line for o in parsed if not is_value(o))
+        if tree not in trees:
+            trees[tree] = compose("config", overrides=list(tree))
+        cfg = copy.deepcopy(trees[tree])
+        for o in values:
+            try:
+                OmegaConf.update(cfg, o.key_or_group, o.value(), merge=True)
+            except (ConfigAttributeError, ConfigKeyError):  # Hydra's own message for a key that is not there
+                return compose("config", overrides=list(overrides))
+        return cfg
 
     with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
-        yield lambda overrides, hydra=False: compose("config", overrides=list(overrides), return_hydra_config=hydra)
+        yield composer
 
 
 def compose(overrides: list[str], hydra: bool = False) -> DictConfig:
@@ -55,6 +99,12 @@ def _cartesian_product(parsed: list) -> list[list[str]]:
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
     return BasicSweeper.split_arguments(parsed, max_batch_size=None)[0]
+
+
+@functools.cache
+def _is_group(key: str) -> bool:
+    """Whether ``key`` names one of gif-bench's config groups (Hydra's own groups are under ``hydra/``)."""
+    return (importlib.resources.files(CONFIG_MODULE) / key).is_dir()
 
 
 GRID_KEYS = ("method", "mr", "selector", "seed")

@@ -1,6 +1,7 @@
 """Training recipes and the trained-model cache.
 
-A trained model is cached under ``<paths.root>/cache/models/<key>.pt`` where the key hashes
+A trained model is cached under ``<paths.cache>/models/<key>.pt`` (``paths.cache`` defaults to
+``<paths.root>/cache``) where the key hashes
 everything that determines the weights: dataset and split, model, recipe, seed and the exact
 contents of the training set (so any change to it — removed or relabelled examples — gets its
 own entry).
