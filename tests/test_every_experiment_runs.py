@@ -14,23 +14,29 @@ EXPERIMENTS = ("quickstart", "table1", "fig3", "table2", "label_change", "random
 PROFILES = ("paper", "cpu")
 
 
-def _shrunk(cfg) -> list[str]:
-    """Overrides that make ``cfg`` tiny and keep everything else: synthetic images of the
-    experiment's own shape, a 1/16-width network, one epoch, five solver iterations (LiSSA's
-    power iteration too), three update steps, 32 Hessian and selector examples."""
+def _tiny_data(cfg) -> list[str]:
+    """Synthetic images of the experiment's own shape (and no logger): the shrink's group overrides."""
     channels, size = int(cfg.dataset.in_channels), int(cfg.dataset.image_size)
-    shrink = [
+    return [
         "dataset=synthetic",
         f"dataset.in_channels={channels}",
         f"dataset.image_size={size}",
         f"dataset.mean=[{','.join(['0.5'] * channels)}]",
         f"dataset.std=[{','.join(['0.3'] * channels)}]",
+        "logger=none",
+    ]
+
+
+def _shrunk(cfg) -> list[str]:
+    """Value overrides that make ``cfg`` tiny and keep everything else: a 1/16-width network,
+    one epoch, five solver iterations (LiSSA's power iteration too), three update steps, 32
+    Hessian and selector examples."""
+    shrink = [
         "model.width=0.0625",
         "train.epochs=1",
         "hessian.samples=32",
         "selector.samples=32",
         "update.max_steps=3",
-        "logger=none",
     ]
     if "max_iter" in cfg.solver:
         shrink.append("solver.max_iter=5")
@@ -67,9 +73,16 @@ def test_every_method_of_every_experiment_writes_an_ok_row(experiment, profile, 
     jobs = _one_job_per_method(experiment, profile)
     expected = {"quickstart": 1, "fig3": 1}.get(experiment, 14)
     assert len(jobs) == expected, jobs
-    for job in jobs:
-        own = sweeps.compose([*base, *job])
-        cfg = sweeps.compose([*base, *job, *_shrunk(own)])
+    # One composition per method: the shrink's value overrides reuse its defaults tree (see
+    # sweeps._composer). The experiment's own settings are its first job's, for every method.
+    with sweeps._composer() as compose:
+        own = compose([*base, *jobs[0]])
+        configs = []
+        for job in jobs:
+            tiny = [*base, *job, *_tiny_data(own)]
+            configs.append(compose([*tiny, *_shrunk(compose(tiny))]))
+    for job, cfg in zip(jobs, configs, strict=True):
+        assert cfg.method.name == job_method(job) or len(jobs) == 1
         assert (cfg.solver.name, cfg.train.name, cfg.model.name, cfg.task.name) == (
             own.solver.name,
             own.train.name,
