@@ -78,7 +78,7 @@ def test_the_papers_command_composes_the_papers_setting(make_cfg):
     validate(cfg)
 
 
-@pytest.mark.parametrize("override", ["mr=1.5", "device=tpu", "task.target_class=12"])
+@pytest.mark.parametrize("override", ["mr=1.5", "device=tpu", "task.target_class=12", "paths.cache=/dev/null/cache"])
 def test_cli_refuses_with_one_line_and_writes_nothing(tmp_path, override):
     proc = run_cli(*TINY, f"paths.root={tmp_path}", f"paths.cache={tmp_path}/cache", override)
     assert proc.returncode != 0

@@ -6,7 +6,9 @@ what is allowed, e.g. ``mr=1.5: must be a number in (0, 1]``.
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, open_dict
@@ -47,6 +49,15 @@ def _device(cfg) -> None:
         raise ConfigError(f"device={spec}", "MPS is not available on this machine; use device=cpu or device=auto")
 
 
+def _writable_folder(cfg: DictConfig, key: str) -> None:
+    """``key`` names a folder that exists or can be made: its nearest existing ancestor is a
+    writable folder. Nothing is created here."""
+    path = Path(str(get(cfg, key))).absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{key}={get(cfg, key)}", f"must be a folder this user can write ({existing} is not)")
+
+
 def validate(cfg: DictConfig) -> None:
     """Check every user-facing value of ``cfg``; raise :class:`ConfigError` on the first bad one.
 
@@ -58,6 +69,9 @@ def validate(cfg: DictConfig) -> None:
     for key in ("force", "save_edited"):
         if not isinstance(get(cfg, key), bool):
             raise ConfigError(f"{key}={get(cfg, key)}", "must be true or false")
+
+    for key in ("paths.root", "paths.cache"):
+        _writable_folder(cfg, key)
 
     DATASETS[choice(cfg, "dataset.name", DATASETS)].validate(cfg)
     number(cfg, "dataset.num_classes", 2, integer=True)
