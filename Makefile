@@ -6,7 +6,7 @@ REPORT_DIR ?= docs/results/$(PROFILE)
 .PHONY: test lint quickstart clean-outputs toy-figure bench reproduce-tables
 
 test:            ## the test suite (CPU, offline)
-	$(PYTHON) -m pytest -q -n auto   # one worker per core, one torch thread each (tests/conftest.py)
+	$(PYTHON) -m pytest -q -n auto --dist worksteal   # one worker per core, one torch thread each (tests/conftest.py); an idle worker takes queued tests from the busy one
 
 lint:
 	$(PYTHON) -m ruff check src tests scripts

@@ -25,6 +25,7 @@ from gif_bench.errors import ConfigError
         ("device=cuda:x", "device=cuda:x"),
         ("seed=-1", "seed=-1"),
         ("hessian.samples=0", "hessian.samples=0"),
+        ("hessian.product=double_backward", "hessian.product=double_backward"),
         ("solver.max_iter=-5", "solver.max_iter=-5"),
         ("train.epochs=-1", "train.epochs=-1"),
         ("task.stop_self_acc=101", "task.stop_self_acc=101"),

@@ -197,6 +197,13 @@ def test_the_methods_options_reach_the_harness(make_cfg):
     assert row["status"] == "ok" and row["hessian_u"] == "exact"
     row = runner.run(make_cfg("method=koh", "solver=lissa", drop=("solver",)))
     assert row["status"] == "ok" and row["solver_scale"] == 25.0 and row["solver_restarts"] == 0  # classic LiSSA
+    # the products' form changes how H v is computed, not what it is
+    traced, plain = (runner.run(make_cfg("method=gif", f"hessian.product={m}")) for m in ("linearize", "reverse"))
+    assert (traced["solver_hvp"], plain["solver_hvp"]) == ("restricted linearize", "reverse")
+    assert traced["run_id"] != plain["run_id"] and traced["hvps"] == plain["hvps"]
+    assert [s["self_acc"] for s in plain["trajectory"]] == [s["self_acc"] for s in traced["trajectory"]]
+    assert plain["solver_residual"] == pytest.approx(traced["solver_residual"], rel=1e-3)
+    assert plain["test_loss"] == pytest.approx(traced["test_loss"], rel=1e-4)
 
 
 def test_the_retrain_oracle_is_trained_once_per_setting_and_reused(make_cfg, tmp_path):

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, open_dict
 from .checks import choice, get, is_number, number
 from .errors import ConfigError
 from .influence import LINEAR_METHODS, SOLVERS
+from .influence.hvp import MODES as HVP_MODES
 from .influence.methods import PRECONDITIONERS
 from .registry import DATASETS, METHODS, MODELS, SELECTORS, TASKS
 
@@ -111,6 +112,7 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("solver=minres", why)
 
     number(cfg, "hessian.samples", 1, integer=True)
+    choice(cfg, "hessian.product", HVP_MODES)
     number(cfg, "update.rate", 0.0, lo_open=True)
     number(cfg, "update.max_steps", 1, integer=True)
     number(cfg, "update.max_val_drop", 0.0)

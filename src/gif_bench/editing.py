@@ -135,9 +135,11 @@ class Problem:
 
 
 def solver_options(cfg: DictConfig) -> dict[str, Any]:
-    """``cfg.solver``'s options; with ``solver=lissa`` the method's own ``lissa:`` block (Koh &
-    Liang's and second-order's: classic LiSSA's damping, scale and depth) merged over them."""
+    """``cfg.solver``'s options and ``hvp`` (``cfg.hessian.product``); with ``solver=lissa`` the
+    method's own ``lissa:`` block (Koh & Liang's and second-order's: classic LiSSA's damping,
+    scale and depth) merged over them."""
     options = {k: v for k, v in OmegaConf.to_container(cfg.solver, resolve=True).items() if k != "name"}
+    options["hvp"] = str(cfg.hessian.product)
     if cfg.solver.name == "lissa":
         method_lissa = cfg.method.get("lissa")
         if method_lissa is not None:

@@ -26,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from . import plots, rows, storage, sweeps, tables, tracking
+from . import rows, storage, sweeps, tracking
 from .registry import TASKS
 
 
@@ -96,6 +96,7 @@ def build(overrides: list[str], out: Path | None = None, iterate: str = "best") 
         gap = f"**Incomplete: {_runs(len(missing))} missing**\n\n{missing.to_markdown(index=False)}\n\n"
     if found.empty:
         return {"name": name, "written": written, "missing": missing, "table": None}
+    from . import plots, tables  # matplotlib and scipy: only once there is something to report
 
     if grid.loc[grid["selector"] != "all", "selector"].nunique() > 1:  # the sweep compares selectors
         table = tables.selector_table(found, iterate)

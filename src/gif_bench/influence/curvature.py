@@ -177,7 +177,9 @@ def arnoldi_solve(
 
     ``hvp``: ``v ↦ H v`` on parameter dicts. ``info.iterations`` is the Arnoldi steps taken,
     ``info.hvps`` the HVPs, ``info.scale`` the smallest |λ| kept and ``info.residual`` the
-    relative residual ``‖g − H Δθ‖ / ‖g‖`` of the low-rank solution (one more HVP).
+    relative residual ``‖g − H Δθ‖ / ‖g‖`` of the low-rank solution (one more HVP), ``info.hvp``
+    how the products were formed: ``hvp.form`` for a product of
+    :func:`~gif_bench.influence.hvp.hvp_fn`, else ``"given"``.
     """
     if rank < 1 or iterations < rank:
         raise ValueError(f"need 1 <= rank <= iterations, got rank={rank}, iterations={iterations}")
@@ -204,7 +206,7 @@ def arnoldi_solve(
         scale=float(values.abs().min()),
         residual=float(residual),
         converged=True,
-        hvp="arnoldi",
+        hvp=getattr(hvp, "form", None) or "given",
     )
     return out, info
 

@@ -14,7 +14,7 @@ from ..registry import METHODS, MethodSpec
 
 
 def direction(cfg: DictConfig, problem: Problem) -> tuple[dict[str, Tensor], influence.SolveInfo]:
-    hvp = influence.hvp_fn(problem.hessian_loss, problem.params, mode=problem.options.get("hvp", "linearize"))
+    hvp = influence.hvp_fn(problem.hessian_loss, problem.params, mode=problem.options["hvp"])
     return influence.arnoldi_solve(
         hvp,
         problem.params,
