@@ -18,8 +18,11 @@ ROOT = Path(__file__).resolve().parents[1]
 CONF = Path(str(importlib.resources.files(CONFIG_MODULE)))  # the config tree, for tests that read one file
 
 # A run small enough for unit tests: synthetic images, the paper's small CNN at 1/16 width (four
-# convolutions: its Hessian products trace in a fraction of VGG-11's time), a few epochs. The
-# experiments' own models, VGG-11 included, run in tests/test_every_experiment_runs.py.
+# convolutions), a few epochs, five solver iterations, and so reverse-mode Hessian products: over
+# five products a trace (its first in a process imports torch's tracing stack, seconds) costs more
+# than it saves. The traced products run in the paper profile of
+# tests/test_every_experiment_runs.py (every method, VGG-11), in tests/test_masked.py and
+# tests/test_architectures.py, and against reverse mode in tests/test_pipeline.py.
 TINY = [
     "dataset=synthetic",
     "model=small_cnn",
@@ -31,6 +34,7 @@ TINY = [
     "selector.samples=32",
     "solver=cg",
     "solver.max_iter=5",
+    "hessian.product=reverse",
     "update.max_steps=3",
     "task.target_class=3",
     "logger=none",

@@ -239,6 +239,6 @@ def test_restricted_products_decline_where_a_layer_is_not_run_through_its_module
 
 
 def test_a_harness_run_with_resnet18(make_cfg):
-    row = runner.run(make_cfg("model=resnet18", "model.width=0.0625"))
+    row = runner.run(make_cfg("model=resnet18", "model.width=0.0625", "hessian.product=linearize"))
     assert row["status"] == "ok" and row["model"] == "resnet18" and 0 < row["n_selected"] < row["n_params"]
     assert row["solver_hvp"] == "restricted linearize"
