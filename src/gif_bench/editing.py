@@ -115,7 +115,8 @@ class Problem:
     derivatives) and ``logits(p, x)`` its functional form; ``hessian_loss`` the mean loss on
     the fixed Hessian sample; ``grad`` the right-hand side g (:func:`removal_gradient`);
     ``mask`` the selector's J (every parameter for a method without a mask); ``options`` the
-    solver's options (a method's own ``lissa:`` block merged in for ``solver=lissa``);
+    solver's options (a method's own ``lissa:`` block merged in for ``solver=lissa``) and
+    ``hvp``, how Hessian products are formed (``hessian.product``);
     ``generator`` the run's seeded generator, for any further sample a method draws;
     ``model`` the module itself (BatchNorm unfolded, for methods that hook its layers) and
     ``hessian_batch`` the Hessian sample ``(x, y)`` itself.
