@@ -20,7 +20,7 @@ CONF = Path(str(importlib.resources.files(CONFIG_MODULE)))  # the config tree, f
 # A run small enough for unit tests: synthetic images, the paper's small CNN at 1/16 width (four
 # convolutions), a few epochs, five solver iterations, and so reverse-mode Hessian products: over
 # five products a trace (its first in a process imports torch's tracing stack, seconds) costs more
-# than it saves. The traced products run in the paper profile of
+# than it saves. The traced products run in table1's and fig3's paper profile in
 # tests/test_every_experiment_runs.py (every method, VGG-11), in tests/test_masked.py and
 # tests/test_architectures.py, and against reverse mode in tests/test_pipeline.py.
 TINY = [
