@@ -2,6 +2,8 @@
 torchvision's ResNet-18, in float64 on tiny widths — products against a double-backward
 reference, selector budgets, and the restricted solves equal to the plain ones."""
 
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -45,6 +47,22 @@ class HeadAttention(nn.Module):
 
         out = F.scaled_dot_product_attention(split(self.q(x)), split(self.k(x)), split(self.v(x)))
         return out.transpose(1, 2).reshape(b, n, d)
+
+
+class CrossWidthAttention(nn.Module):
+    """nn.MultiheadAttention whose keys and values have their own widths (``kdim``, ``vdim``:
+    separate q/k/v projection weights), called with keyword arguments; ``bias=False`` drops
+    its in-projection bias."""
+
+    def __init__(self, bias: bool = True, features: int = 4, d: int = 8, classes: int = 3):
+        super().__init__()
+        self.q, self.k, self.v = nn.Linear(features, d), nn.Linear(features, 6), nn.Linear(features, 5)
+        self.attn = nn.MultiheadAttention(d, 2, kdim=6, vdim=5, bias=bias, batch_first=True)
+        self.head = nn.Linear(d, classes)
+
+    def forward(self, x):
+        out, _ = self.attn(query=self.q(x), key=self.k(x), value=self.v(x), need_weights=False)
+        return self.head(out.mean(1))
 
 
 def _transformer_problem():
@@ -158,6 +176,59 @@ def test_selector_budgets_and_never_a_normalisation_parameter(problem, name, rat
         chosen = sum(int(mask[f"{lname}.{k}"].sum()) for k in block)
         size = sum(p.numel() for p in block.values())
         assert chosen == (size if name == "all" else int(ratio * size)), lname
+
+
+ATTENTION_VARIANTS = {
+    "encoder": lambda: TinyTransformer(),
+    "encoder_float64_default": lambda: TinyTransformer(),  # built and scored with float64 as the default dtype
+    "kdim_vdim": lambda: CrossWidthAttention(),
+    "kdim_vdim_no_bias": lambda: CrossWidthAttention(bias=False),
+}
+
+
+@pytest.fixture
+def float64_default(request):
+    """float64 as torch's default dtype while the test runs, where the variant asks for it."""
+    before = torch.get_default_dtype()
+    if request.node.callspec.params["variant"].endswith("float64_default"):
+        torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(before)
+
+
+@pytest.mark.parametrize("variant", ATTENTION_VARIANTS)
+@pytest.mark.parametrize("name", influence.SELECTORS)
+def test_every_selector_on_float64_attention_variants(variant, name, float64_default):
+    """Each selector gives a bool mask shaped like the parameters, meets every layer's budget
+    int(ratio · (#weight + #bias)) exactly (0.47: a partial head needs some of its biases too),
+    selects nowhere else, and is a function of the seed. Before: ``index_add_(): self (Double)
+    and source (Float)`` under a float64 default, an index count error on separate q/k/v
+    weights, keyword-called attention unscored, a bias-free one skipped by the gradient
+    selectors, and partial heads short of the budget."""
+    torch.manual_seed(0)
+    model = ATTENTION_VARIANTS[variant]().double().eval()
+    gen = torch.Generator().manual_seed(1)
+    x, y = torch.randn(6, 5, 4, generator=gen, dtype=torch.float64), torch.randint(0, 3, (6,), generator=gen)
+    params = dict(model.named_parameters())
+    curvature = {
+        "grad": {k: torch.randn(p.shape, generator=gen, dtype=p.dtype) for k, p in params.items()},
+        "fisher": {k: torch.rand(p.shape, generator=gen, dtype=p.dtype) for k, p in params.items()},
+    }
+    ratio = 0.47
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # every layer is called as a module: none may be skipped
+        mask = influence.select(name, model, ratio=ratio, batch=(x, y), seed=3, **curvature)
+        again = influence.select(name, model, ratio=ratio, batch=(x, y), seed=3, **curvature)
+    assert list(mask) == list(params)
+    assert all(m.dtype == torch.bool and m.shape == params[k].shape for k, m in mask.items())
+    assert all(torch.equal(mask[k], again[k]) for k in mask)
+    counted = set()
+    for lname, layer in influence.selectable_layers(model).items():
+        block = {f"{lname}.{k}": p for k, p in block_parameters(layer).items()}
+        counted.update(block)
+        size = sum(p.numel() for p in block.values())
+        assert sum(int(mask[k].sum()) for k in block) == (size if name == "all" else int(ratio * size)), lname
+    assert not any(mask[k].any() for k in params if k not in counted)  # LayerNorm, nothing else
 
 
 def test_attention_heads_are_units():

@@ -110,9 +110,14 @@ def test_every_method_of_every_experiment_writes_an_ok_row(experiment, profile, 
             assert row["steps"] == row["edit_epochs"] == 1 and row["edit_examples"] > 0
         elif cfg.method.name != "retrain":
             assert 1 <= row["steps"] <= 3 and (row["hvps"] > 0 or row["solved_by"] in ("kfac", "ekfac"))
-        if cfg.method.name in ("gif", "freezing", "projecting", "koh", "second_order"):
+        if cfg.method.name in ("gif", "freezing", "projecting", "second_order"):
             assert (row["n_selected"] == row["n_params"]) == (not METHODS[cfg.method.name].uses_mask)
             assert row["hessian_u"] == (cfg.method.hessian_u if cfg.method.name == "second_order" else None)
+        if cfg.method.name == "koh":  # the paper's IF row: GIF over every Conv/Linear parameter
+            assert row["form"] == "squared" and 0 < row["n_selected"] <= row["n_params"]
+            assert (row["n_selected"] < row["n_params"]) == (cfg.model.name == "vgg11")  # BatchNorm is not in J
+        if cfg.solver.name == "authors":  # the paper's series, at the table's step
+            assert cfg.solver.mu == own.paper_series.step and cfg.solver.stop == "difference"
         _check_the_task(cfg, row)
     if len(jobs) > 1:  # a table: every registered method, the oracle included
         assert {job_method(job) for job in jobs} == set(METHODS)
@@ -134,7 +139,7 @@ def _check_the_task(cfg, row) -> None:
 
 def test_the_papers_command_on_digits(tmp_path):
     """``python -m gif_bench task=class_removal method=gif mr=0.05`` with digits for CIFAR-10:
-    the paper's solver (modified LiSSA), recipe, model and rate; only the width, epochs, LiSSA
+    the paper's solver (the authors' modified LiSSA series), recipe, model and rate; only the width, epochs, LiSSA
     iterations, Hessian sample and steps are small."""
     args = [
         "task=class_removal",
@@ -155,6 +160,6 @@ def test_the_papers_command_on_digits(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     (path,) = (tmp_path / "results" / "default").glob("*.json")
     row = json.loads(path.read_text())
-    assert row["status"] == "ok" and row["solver"] == "lissa" and row["train_recipe"] == "paper"
+    assert row["status"] == "ok" and row["solver"] == "authors" and row["train_recipe"] == "paper"
     assert row["model"] == "vgg11" and row["update_rate"] == 0.06 and row["solver_iterations"] >= 1
     assert "FutureWarning" not in proc.stderr + proc.stdout

@@ -79,11 +79,33 @@ def test_the_cpu_profile_runs_the_backdoor_table_on_real_mnist_with_the_papers_r
         1.0,
     )
     assert (cpu.train.name, cpu.train.epochs, list(cpu.train.milestones), cpu.train.lr) == ("mnist", 25, [12, 18], 0.1)
-    assert (cpu.device, cpu.solver.name, cpu.hessian.samples, cpu["update"].rate) == ("cpu", "cg", 128, 0.3)
+    assert (cpu.device, cpu.solver.name, cpu.hessian.samples, cpu["update"].rate) == ("cpu", "authors", 128, 0.3)
     other = sweeps.compose(["experiment=table1", "profile=cpu", "method=gif", "mr=0.05", "seed=0"])
     assert (other.dataset.name, other.train.name) == ("digits", "fast")  # only table2 moves
     mine = sweeps.compose(["experiment=table2", "profile=cpu", "dataset=digits", "train=fast", "mr=0.05", "seed=0"])
     assert (mine.dataset.name, mine.train.name) == ("digits", "fast")  # the command line still wins
+
+
+# The authors' series per table (reference-notes: Table 1 and the selector study step 7, N = 200;
+# Table 2 step 3, N = 30; Table 3, label change, step 5, N = 1000); random removal, not in the
+# paper, takes Table 1's.
+AUTHORS_SETTINGS = {"table1": (7, 200), "fig3": (7, 200), "table2": (3, 30), "label_change": (5, 1000)}
+
+
+@pytest.mark.parametrize("profile", ["paper", "cpu"])
+@pytest.mark.parametrize("experiment", [*AUTHORS_SETTINGS, "random_removal"])
+def test_every_experiment_solves_with_the_authors_series_for_its_table(experiment, profile):
+    step, terms = AUTHORS_SETTINGS.get(experiment, AUTHORS_SETTINGS["table1"])
+    cfg = sweeps.compose([f"experiment={experiment}", f"profile={profile}", "method=gif", "mr=0.05", "seed=0"])
+    solver = cfg.solver
+    assert solver.name == "authors" and (solver.mu, solver.max_iter) == (step, terms)
+    assert (solver.scale, solver.growth, solver.tol, solver.stop, solver.divergence, solver.damping) == (
+        1.0, "add", 1e-9, "difference", "even_step", 0.0,
+    )  # fmt: skip
+    koh = sweeps.compose([f"experiment={experiment}", f"profile={profile}", "method=koh", "seed=0"])
+    assert koh.method.form == "squared" and koh.solver.mu == step  # the paper's IF row, the same series
+    converged = sweeps.compose([f"experiment={experiment}", f"profile={profile}", "method=gif", "solver=cg"])
+    assert converged.solver.name == "cg" and "mu" not in converged.solver  # CG stays one override away
 
 
 def test_the_command_line_narrows_an_experiments_sweep():

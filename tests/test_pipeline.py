@@ -195,8 +195,12 @@ def test_the_methods_options_reach_the_harness(make_cfg):
     """(Every method of every experiment runs in tests/test_every_experiment_runs.py.)"""
     row = runner.run(make_cfg("method=second_order", "method.hessian_u=exact"))
     assert row["status"] == "ok" and row["hessian_u"] == "exact"
-    row = runner.run(make_cfg("method=koh", "solver=lissa", drop=("solver",)))
+    row = runner.run(make_cfg("method=koh", "method.form=classic", "solver=lissa", drop=("solver",)))
     assert row["status"] == "ok" and row["solver_scale"] == 25.0 and row["solver_restarts"] == 0  # classic LiSSA
+    assert row["form"] == "classic" and row["n_selected"] == row["n_params"]
+    row = runner.run(make_cfg("method=koh", "solver=lissa", "solver.max_iter=3", drop=("solver",)))
+    assert row["status"] == "ok" and row["form"] == "squared" and row["solver_scale"] != 25.0  # the paper's IF row
+    assert row["n_selected"] == row["n_params"]  # every Conv/Linear parameter: all of the small CNN's
     # the products' form changes how H v is computed, not what it is
     traced, plain = (runner.run(make_cfg("method=gif", f"hessian.product={m}")) for m in ("linearize", "reverse"))
     assert (traced["solver_hvp"], plain["solver_hvp"]) == ("restricted linearize", "reverse")

@@ -18,6 +18,7 @@ from .errors import ConfigError
 from .influence import LINEAR_METHODS, SOLVERS
 from .influence.hvp import MODES as HVP_MODES
 from .influence.methods import PRECONDITIONERS
+from .influence.solvers import DIVERGENCE_RULES, STOPS
 from .registry import DATASETS, METHODS, MODELS, SELECTORS, TASKS
 
 LOGGERS = ("wandb", "none")
@@ -86,14 +87,19 @@ def validate(cfg: DictConfig) -> None:
     number(cfg, "selector.samples", 1, integer=True)
     METHODS[choice(cfg, "method.name", METHODS)].validate(cfg)
     choice(cfg, "solver.name", SOLVERS)
-    if get(cfg, "solver.name") == "lissa":
+    solver_name = get(cfg, "solver.name")
+    if solver_name in SOLVERS and SOLVERS[solver_name].lissa:
         number(cfg, "solver.max_iter", 1, integer=True)
         number(cfg, "solver.tol", 0.0)
         choice(cfg, "solver.growth", ("multiply", "add"))
         number(cfg, "solver.mu", 0.0 if get(cfg, "solver.growth") == "add" else 1.0, lo_open=True)
         number(cfg, "solver.max_restarts", 0, integer=True)
+        choice(cfg, "solver.stop", STOPS)
+        choice(cfg, "solver.divergence", DIVERGENCE_RULES)
         if get(cfg, "solver.scale") != "auto":
             number(cfg, "solver.scale", 0.0, lo_open=True)
+    if "damping" in (get(cfg, "solver") or {}):
+        number(cfg, "solver.damping", 0.0)
     if get(cfg, "solver.name") in ("cg", "lsqr", "minres"):
         number(cfg, "solver.max_iter", 1, integer=True)
         number(cfg, "solver.tol", 0.0)
@@ -107,7 +113,7 @@ def validate(cfg: DictConfig) -> None:
         number(cfg, "solver.probe_seed", 0, integer=True)
     method = get(cfg, "method.name")
     if get(cfg, "solver.name") == "minres" and method in LINEAR_METHODS and not LINEAR_METHODS[method].symmetric:
-        symmetric = "koh, projecting, freezing, second_order"
+        symmetric = ", ".join(name for name, linear in LINEAR_METHODS.items() if linear.symmetric)
         why = f"must solve a symmetric system ({symmetric}); method={method}'s is not: use cg"
         raise ConfigError("solver=minres", why)
 

@@ -28,6 +28,8 @@ class Direction:
     info: influence.SolveInfo
     seconds: float  # setup (Hessian sample, g, selection) and solve
     solve_seconds: float  # the solve alone
+    problem: Problem | None = None  # what was solved (for measurements of the direction, e.g. gif_bench.study)
+    stored: bool = False  # taken from a cache (its solve_seconds as measured when it was solved)
 
 
 @dataclass
@@ -137,13 +139,13 @@ class Problem:
 
 def solver_options(cfg: DictConfig) -> dict[str, Any]:
     """``cfg.solver``'s options and ``hvp`` (``cfg.hessian.product``); with ``solver=lissa`` the
-    method's own ``lissa:`` block (Koh & Liang's and second-order's: classic LiSSA's damping,
-    scale and depth) merged over them."""
+    method's own ``lissa:`` block (Koh & Liang's classic form and second-order's: classic
+    LiSSA's damping, scale and depth) merged over them."""
     options = {k: v for k, v in OmegaConf.to_container(cfg.solver, resolve=True).items() if k != "name"}
     options["hvp"] = str(cfg.hessian.product)
-    if cfg.solver.name == "lissa":
+    if influence.SOLVERS[cfg.solver.name].lissa:
         method_lissa = cfg.method.get("lissa")
-        if method_lissa is not None:
+        if method_lissa is not None and cfg.method.get("form", "classic") == "classic":  # classic LiSSA's own
             options.update(OmegaConf.to_container(method_lissa, resolve=True))
         options.setdefault("seed", int(cfg.seed))
     return options
@@ -215,18 +217,29 @@ def solve_library_method(cfg: DictConfig, problem: Problem) -> tuple[dict[str, T
 
 
 def influence_direction(
-    cfg: DictConfig, model: nn.Module, edit: Edit, mask: dict[str, Tensor] | None = None
+    cfg: DictConfig,
+    model: nn.Module,
+    edit: Edit,
+    mask: dict[str, Tensor] | None = None,
+    stored: Callable[[Problem], tuple[dict[str, Tensor], influence.SolveInfo, float] | None] | None = None,
 ) -> Direction:
     """Pose the edit (:func:`setup`) at the model's current parameters and solve for Δθ with
     ``cfg.method``'s ``direction``; ``mask`` replaces the selector's J (a recomputed direction
-    keeps the first one's). The Hessian sample is the same at every call (seeded by cfg.seed)."""
+    keeps the first one's). The Hessian sample is the same at every call (seeded by cfg.seed).
+    ``stored(problem)``: this very solve's ``(Δθ, info, solve seconds)`` from a cache, or None
+    (the solver study's stored references, :func:`gif_bench.study.stored_solve`); a stored solve
+    counts the seconds it took when it was made, as a loaded oracle does."""
     start = time.perf_counter()
     method = METHODS[cfg.method.name]
     problem = setup(cfg, model, edit, method, mask=mask)
+    if stored is not None and (found := stored(problem)) is not None:
+        delta, info, solve_seconds = found
+        setup_seconds = time.perf_counter() - start
+        return Direction(delta, problem.mask, info, setup_seconds + solve_seconds, solve_seconds, problem, True)
     solving = time.perf_counter()
     delta, info = method.direction(cfg, problem)
     end = time.perf_counter()
-    return Direction(delta, problem.mask, info, end - start, end - solving)
+    return Direction(delta, problem.mask, info, end - start, end - solving, problem)
 
 
 def apply_updates(

@@ -12,7 +12,8 @@ from omegaconf import DictConfig, OmegaConf
 from . import storage
 
 # Keys that change where or how a run is recorded, not what it computes.
-NOT_IN_RUN_ID = ("paths", "logger", "force", "save_edited", "hydra", "profile")
+# paper_series reaches the run only through solver=authors, whose resolved keys are hashed.
+NOT_IN_RUN_ID = ("paths", "logger", "force", "save_edited", "hydra", "profile", "paper_series")
 
 
 def run_id(cfg: DictConfig) -> str:

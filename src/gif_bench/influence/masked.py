@@ -23,6 +23,15 @@ output is ``s ⊙ conv(x; W) + c`` with s = γ/σ per unit, so the extra term be
 
 The extra term is injected with forward hooks that exist only while the products are traced;
 ``loss`` must evaluate ``model`` (for example through ``torch.func.functional_call``).
+
+δ enters only through the modules, so a term of ``loss`` that uses θ outside them — a weight
+penalty ``½λ‖θ‖²``, a weight tied into another layer through ``F.linear`` — is invisible to it:
+with ``loss = CE + ½λ‖θ‖²`` the products would give ``H P_J v − λ P_J v``. Such terms are
+detected when the first product is traced, by their first derivative: for a loss made of the
+modules only, ``∂loss/∂δ`` at δ = 0 equals the R rows of ``∇_θ loss`` (both are the gradient
+of the same function in the same weights), so a gap between them (relative, beyond
+:func:`gradient_tolerance`) declines with :class:`RestrictedUnavailable`. One gradient, once.
+A term whose gradient on R vanishes at θ̂ while its Hessian does not escapes the check.
 """
 
 from __future__ import annotations
@@ -49,8 +58,31 @@ _CONV = {nn.Conv1d: F.conv1d, nn.Conv2d: F.conv2d, nn.Conv3d: F.conv3d}
 
 class RestrictedUnavailable(ValueError):
     """The restricted products cannot be formed for this loss: a layer J touches is not run
-    through its module, or an operator lacks a forward-mode derivative even with the math
+    through its module, the loss has terms that use the touched weights outside the modules
+    (a weight penalty), or an operator lacks a forward-mode derivative even with the math
     attention kernel. Plain products (:func:`~gif_bench.influence.hvp.hvp_fn`) still work."""
+
+
+def gradient_tolerance(like: Tensor) -> float:
+    """The relative gap ``‖∂loss/∂δ − (∇_θ loss)_R‖ / max(‖∂loss/∂δ‖, ‖(∇_θ loss)_R‖)`` (norms
+    over every touched layer at once) above which the loss is taken to have terms outside the
+    modules: ``ε^{1/3}`` for the machine epsilon ε of the arithmetic the gradients of tensors
+    like ``like`` are computed in (6.1e-6 in float64, 4.9e-3 in float32, 0.099 where CUDA
+    float32 matmuls or convolutions run in TF32, 0.2 in bfloat16).
+
+    Far above rounding on purpose: the two gradients come from differently shaped kernels (the
+    module's full weight gradient, and one of the R rows only), each is a sum over the batch that
+    cancels a lot at a trained θ̂, and a false alarm only costs speed, while the terms this is
+    for are not small there — at a minimum of ``CE + ½λ‖θ‖²`` the gap ``λθ_R`` is about as
+    large as ``∂loss/∂δ`` itself.
+    """
+    eps = torch.finfo(like.dtype).eps
+    if like.dtype == torch.float32 and like.is_cuda:
+        if torch.get_float32_matmul_precision() == "medium":  # bfloat16 matmuls
+            eps = max(eps, torch.finfo(torch.bfloat16).eps)
+        elif torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32:
+            eps = max(eps, 2.0**-10)  # TF32 keeps 10 mantissa bits
+    return eps ** (1 / 3)
 
 
 @dataclass(frozen=True)
@@ -150,7 +182,9 @@ def masked_hvps(
     :data:`MAX_TOUCHED_FRACTION` of the parameters; use plain products
     (:func:`~gif_bench.influence.hvp.hvp_fn`) then. A product raises
     :class:`RestrictedUnavailable` (a ``ValueError``) if ``loss`` does not run a layer J touches
-    through its module — ``nn.MultiheadAttention`` never calls its ``out_proj``, for example.
+    through its module — ``nn.MultiheadAttention`` never calls its ``out_proj``, for example —
+    or uses the weights of the touched units outside the modules (a weight penalty
+    ``½λ‖θ‖²``: the module docstring's gradient check, one extra gradient on the first trace).
     """
     primal = {k: v.detach() for k, v in params.items()}
     units = _touched_units(model, primal, mask)
@@ -172,15 +206,35 @@ def masked_hvps(
             current.clear()
 
     forms: set[str] = set()
+    checked: list[bool] = []  # the gradient check ran (and passed): once for all three products
+
+    def check_gradients() -> None:
+        """Decline if ``∂loss/∂δ`` at δ = 0 is not the R rows of ``∇_θ loss`` (module docstring)."""
+        theta, delta = torch.func.grad(split_loss, argnums=(0, 1))(primal, zero)
+        through_delta = torch.cat([delta[k].flatten() for k in keys])
+        plain = torch.cat([theta[k].index_select(0, rows).flatten() for k, (_, rows) in keys.items()])
+        gap = float(torch.linalg.vector_norm(through_delta - plain))
+        scale = max(float(torch.linalg.vector_norm(through_delta)), float(torch.linalg.vector_norm(plain)))
+        relative = gap / scale if scale > 0 else gap  # both zero: no gap
+        tolerance = gradient_tolerance(next(iter(zero.values())))
+        if not relative <= tolerance:  # also a NaN gap
+            raise RestrictedUnavailable(
+                "loss has terms that use the selected units' weights outside the model's modules (a weight "
+                f"penalty, a tied weight): ∂loss/∂δ differs from their rows of ∇loss by {relative:.2g} "
+                f"(relative, over the tolerance {tolerance:.2g})"
+            )
+        checked.append(True)
 
     def trace(fn: Callable[[Params], Params], at: Params, math: bool) -> HVP:
         with math_attention() if math else nullcontext(), _unit_offsets(model, units, current) as called:
             product = linearized(fn, at)
-        missing = sorted(set(units) - called)
-        if missing:
-            raise RestrictedUnavailable(
-                f"loss never runs the layer(s) {', '.join(missing)} of the model it was given through the module"
-            )
+            missing = sorted(set(units) - called)
+            if missing:
+                raise RestrictedUnavailable(
+                    f"loss never runs the layer(s) {', '.join(missing)} of the model it was given through the module"
+                )
+            if not checked:
+                check_gradients()
         forms.add("restricted linearize, math attention" if math else "restricted linearize")
         return product
 

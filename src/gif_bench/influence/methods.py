@@ -22,8 +22,14 @@ products per iteration), which are positive semi-definite even where H is indefi
 paper's modified LiSSA requires, except ``lsqr``, which works with K and Kᵀ directly, and
 ``minres``, which solves ``K x = r`` itself where K is symmetric (one product per iteration,
 valid for indefinite H); ``exact`` solves the dense least-squares problem. For
-``koh`` with ``solver="lissa"`` the classic LiSSA of Koh & Liang is run instead (see
-:func:`~gif_bench.influence.solvers.lissa_classic`).
+``koh`` with ``solver="lissa"`` (or ``"authors"``) the classic LiSSA of Koh & Liang is run
+instead (see :func:`~gif_bench.influence.solvers.lissa_classic`). ``damping`` λ (every solver but
+``minres``) gives the Tikhonov-regularised ``(KᵀK + λI)⁻¹ Kᵀ r`` of each method's K and r: for
+``gif`` ``(H_JᵀH_J + λI)⁻¹ H_Jᵀ g``, for ``freezing`` ``(H_JJ² + λI)⁻¹ H_JJ g_J``.
+
+The paper's tables ran the modified LiSSA truncated (``solver="authors"``): a regularised
+direction, the Landweber filter ``1 − (1 − c σ)^{N+1}`` on each eigenvalue σ of KᵀK, not the
+least-squares solution above; its "IF" row is ``gif`` with J = every Conv/Linear parameter.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from torch import Tensor, nn
 from . import tree
 from .hvp import HVP, FallbackProduct, Loss, hessian_matrix, hvp_fn
 from .masked import RestrictedUnavailable, masked_hvps
-from .solvers import SolveInfo, cg, jacobi_normal_diagonal, lissa, lissa_classic, lsqr, minres
+from .solvers import SolveInfo, cg, jacobi_normal_diagonal, lissa, lissa_classic, lsqr, minres, tikhonov_augmented
 from .tree import Params
 
 EXACT_MAX_PARAMS = 20_000  # an explicit n×n Hessian beyond this is too large to be useful
@@ -169,8 +175,9 @@ KOH = LinearMethod(
 )
 LINEAR_METHODS: dict[str, LinearMethod] = {"gif": GIF, "freezing": FREEZING, "projecting": PROJECTING, "koh": KOH}
 
-# Options of the modified LiSSA that classic LiSSA has no use for (it never restarts).
-_RESTART_OPTIONS = ("mu", "growth", "max_restarts", "patience")
+# Options of the modified LiSSA that classic LiSSA has no use for (it never restarts, and stops
+# on its own rule).
+_RESTART_OPTIONS = ("mu", "growth", "max_restarts", "patience", "stop", "divergence")
 
 
 def _normal_equations(system) -> tuple[Operator, Params]:
@@ -203,6 +210,7 @@ class Solver:
     run: Callable[..., tuple[Params, SolveInfo]]
     options: Mapping[str, Any] = field(default_factory=dict)
     uses_products: bool = True  # False: it forms H itself (``exact``)
+    lissa: bool = False  # a LiSSA: a ``classic_lissa`` method runs Koh & Liang's LiSSA with it
 
     def __call__(self, method: LinearMethod, system: System) -> tuple[Params, SolveInfo]:
         return self.run(method, system, **self.options)
@@ -212,12 +220,20 @@ class Solver:
         return replace(self, options={**self.options, **options})
 
 
+def _unknowns(method: LinearMethod, system: System) -> int:
+    """|J| of the normal equations' unknowns: J for a restricted system, every parameter else."""
+    support = _support(method, system)
+    return tree.count(support) if support is not None else sum(t.numel() for t in system.params.values())
+
+
 def _by_lissa(method: LinearMethod, system: System, **options) -> tuple[Params, SolveInfo]:
+    """The modified LiSSA on ``(KᵀK + λI) x = Kᵀ r`` (``damping`` λ, default 0), or Koh &
+    Liang's classic LiSSA on H for a ``classic_lissa`` method (whose ``damping`` is its own)."""
     k, grad = system.products, system.grad
     if method.classic_lissa:
         return lissa_classic(k.h, grad, **{key: v for key, v in options.items() if key not in _RESTART_OPTIONS})
     normal_op, rhs = _normal_equations(method.system(k, grad))
-    x, info = lissa(normal_op, rhs, degree=2, hvps_per_matvec=2, **options)
+    x, info = lissa(normal_op, rhs, degree=2, hvps_per_matvec=2, unknowns=_unknowns(method, system), **options)
     info.hvps += 1  # Kᵀ r
     return x, info
 
@@ -252,25 +268,37 @@ def _by_cg(
         inverse_diagonal = jacobi_normal_diagonal(system_k[1], system.grad, int(probes), generator)
     support = _support(method, system)
     x, info = cg(normal_op, rhs, hvps_per_matvec=2, inverse_diagonal=inverse_diagonal, support=support, **options)
+    # with damping λ, CG solves (KᵀK + λI) x = Kᵀ r; a Jacobi diagonal of KᵀK alone still serves
     info.hvps += 1 + (int(probes) if inverse_diagonal is not None else 0)  # Kᵀ r, and the probes
     if inverse_diagonal is not None:
         info.solver = info.solver.replace("cg", "cg+jacobi", 1)
     return x, info
 
 
-def _by_minres(method: LinearMethod, system: System, **options) -> tuple[Params, SolveInfo]:
+def _by_minres(method: LinearMethod, system: System, *, damping: float = 0.0, **options) -> tuple[Params, SolveInfo]:
     if not method.symmetric:
         raise ValueError("solver='minres' needs a symmetric system (koh, projecting, freezing); use cg or lsqr")
+    if damping:  # K x = r has no Tikhonov form of the normal equations' (KᵀK + λI)
+        raise ValueError("solver='minres' solves K x = r itself and takes no damping; use cg, lsqr, lissa or exact")
     op, _, rhs = method.system(system.products, system.grad)
     return minres(op, rhs, support=_support(method, system), **options)
 
 
-def _by_lsqr(method: LinearMethod, system: System, **options) -> tuple[Params, SolveInfo]:
-    return lsqr(*method.system(system.products, system.grad), support=_support(method, system), **options)
+def _by_lsqr(method: LinearMethod, system: System, *, damping: float = 0.0, **options) -> tuple[Params, SolveInfo]:
+    """LSQR on ``min ‖K x − r‖² + λ‖x‖²`` (``damping`` λ): on ``[K; √λ I]`` and ``[r; 0]``."""
+    if damping < 0:
+        raise ValueError(f"damping must be >= 0, got {damping}")
+    op, op_t, rhs = method.system(system.products, system.grad)
+    if damping:
+        op, op_t, rhs = tikhonov_augmented(op, op_t, rhs, damping)
+    return lsqr(op, op_t, rhs, support=_support(method, system), **options)
 
 
-def _exact(method: LinearMethod, system: System, **options) -> tuple[Params, SolveInfo]:
-    # Dense least squares in float64 on the CPU (CUDA's lstsq has no rank-revealing driver).
+def _exact(method: LinearMethod, system: System, *, damping: float = 0.0, **options) -> tuple[Params, SolveInfo]:
+    """Dense least squares in float64 on the CPU (CUDA's lstsq has no rank-revealing driver):
+    ``min ‖K x − r‖² + λ‖x‖²`` for ``damping`` λ, as ``[K; √λ I] x ≈ [r; 0]``."""
+    if damping < 0:
+        raise ValueError(f"damping must be >= 0, got {damping}")
     params = system.params
     n = sum(t.numel() for t in params.values())
     if n > EXACT_MAX_PARAMS:
@@ -279,19 +307,34 @@ def _exact(method: LinearMethod, system: System, **options) -> tuple[Params, Sol
     g = tree.flatten(system.grad).double().cpu()
     cols = tree.flatten(system.mask).cpu().nonzero().squeeze(1)
     k, r = method.dense(h, g, cols)
-    sol = torch.linalg.lstsq(k, r.unsqueeze(1), driver="gelsd").solution.squeeze(1)
+    k_aug, r_aug = k, r
+    if damping:
+        k_aug = torch.cat([k, float(damping) ** 0.5 * torch.eye(k.shape[1], dtype=k.dtype)])
+        r_aug = torch.cat([r, torch.zeros(k.shape[1], dtype=r.dtype)])
+    sol = torch.linalg.lstsq(k_aug, r_aug.unsqueeze(1), driver="gelsd").solution.squeeze(1)
     x = method.place(sol, cols, g)
     normal_rhs = k.T @ r
-    res = torch.linalg.vector_norm(normal_rhs - k.T @ (k @ sol))
+    res = torch.linalg.vector_norm(normal_rhs - k.T @ (k @ sol) - float(damping) * sol)
     info = SolveInfo(solver="exact", iterations=1, converged=True, hvp="explicit Hessian")
     info.residual = float(res / torch.linalg.vector_norm(normal_rhs).clamp_min(1e-300))
     first = next(iter(params.values()))
     return tree.unflatten(x.to(device=first.device, dtype=first.dtype), params), info
 
 
-# The solvers by name: the modified LiSSA, CG and LSQR on H's products, and dense least squares.
+# The series the paper's tables were computed with (the authors' research code): the modified
+# LiSSA from the loss divisor M = 1, M += ``mu`` on their even-step divergence rule, their stop
+# on successive differences, ``max_iter`` = N products for N + 1 terms (Table 1's N and step
+# here; Table 2 ran mu=3, max_iter=30 and Table 3 mu=5, max_iter=1000).
+AUTHORS_SERIES: dict[str, Any] = dict(
+    scale=1.0, growth="add", mu=7.0, max_iter=200, tol=1e-9, stop="difference", divergence="even_step",
+    max_restarts=1000,
+)  # fmt: skip
+
+# The solvers by name: the modified LiSSA (as the paper writes it, and as its tables ran it), CG,
+# LSQR and MINRES on H's products, and dense least squares.
 SOLVERS: dict[str, Solver] = {
-    "lissa": Solver("lissa", _by_lissa),
+    "lissa": Solver("lissa", _by_lissa, lissa=True),
+    "authors": Solver("authors", _by_lissa, AUTHORS_SERIES, lissa=True),
     "cg": Solver("cg", _by_cg),
     "lsqr": Solver("lsqr", _by_lsqr),
     "minres": Solver("minres", _by_minres),
@@ -350,14 +393,16 @@ def solve_linear(
         params: the trained point θ̂.
         grad: the right-hand side g, same keys and shapes as ``params``.
         mask: boolean dict selecting J; ``None`` selects every parameter.
-        solver: ``"lissa"`` (:func:`~gif_bench.influence.solvers.lissa`), ``"cg"``
+        solver: ``"lissa"`` (:func:`~gif_bench.influence.solvers.lissa`), ``"authors"`` (the
+            same with the research code's settings, :data:`AUTHORS_SERIES`), ``"cg"``
             (:func:`~gif_bench.influence.solvers.cg` on the normal equations; with
             ``preconditioner="jacobi"``, ``probes`` and ``probe_seed``, Jacobi-preconditioned),
             ``"lsqr"`` (:func:`~gif_bench.influence.solvers.lsqr`), ``"minres"``
             (:func:`~gif_bench.influence.solvers.minres` on ``K x = r`` itself, for the
             symmetric systems only), options passed on; or ``"exact"``
             (explicit Hessian, dense least squares; small models only); or a :class:`Solver`
-            (``options`` are added to its own).
+            (``options`` are added to its own). Every solver but ``minres`` takes ``damping``
+            λ ≥ 0: the Tikhonov solution ``(KᵀK + λI)⁻¹ Kᵀ r`` of the method's system.
         model: the module ``loss`` evaluates, if any. With it, ``gif`` and ``freezing`` take
             their restricted products from :func:`~gif_bench.influence.masked.masked_hvps`,
             which skip the work outside J (same results, fewer FLOPs).

@@ -9,7 +9,9 @@ are). Each selectable layer gets its own budget
 Structured selectors score the layer's output units (conv channels / linear neurons) on a
 sample of the data to be edited and take whole units — the unit's fan-in weights and its
 bias — in score order; the budget left when the next whole unit no longer fits is filled with
-randomly chosen fan-in weights of that next unit.
+randomly chosen fan-in weights of that next unit (for an attention head, whose q, k and v rows
+carry three biases, with its biases too once its weights are all taken), so every layer gets
+exactly ``k_layer``.
 
 * ``highest_k_outputs`` / ``lowest_k_outputs``: score = |mean over batch (and space) of the
   layer output| (before any BatchNorm), descending / ascending.
@@ -24,16 +26,24 @@ Ascending orders use a stable sort, so ties keep their unit order.
 
 Attention heads are units where the layer's structure says so (see :func:`_head_rows`): the
 heads of a MultiheadAttention's in-projection, and the heads of a Linear whose parent exposes
-``num_heads``; a head's score is the mean of its rows' scores. A layer that is never called as
-a module cannot be scored by outputs or gradients; the structured selectors then select
-nothing in it and warn, naming the layer and the reason (MultiheadAttention's ``out_proj`` is
-scored through the attention module's output, which is its output).
+``num_heads``; a head's score is the mean of its rows' scores. A MultiheadAttention's
+in-projection is ``in_proj_weight`` (3·embed_dim × embed_dim) or, where keys or values have
+another width (``kdim``/``vdim``), ``q_proj_weight``, ``k_proj_weight`` and ``v_proj_weight``
+(embed_dim rows each), plus ``in_proj_bias`` (3·embed_dim) unless ``bias=False``; its
+``out_proj`` is a Linear of its own. A layer that is never called as a module cannot be
+scored by outputs or gradients; the structured selectors then select nothing in it and warn,
+naming the layer and the reason (MultiheadAttention's ``out_proj`` is scored through the
+attention module's output, which is its output).
+
+Scores are computed and compared in the dtype of the model's outputs or parameters (float64
+for a float64 model, whatever ``torch.get_default_dtype()`` is).
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -80,17 +90,23 @@ def _parent(model: nn.Module, name: str) -> nn.Module | None:
     return model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
 
 
-def _head_rows(model: nn.Module, name: str, layer: nn.Module) -> dict[str, Tensor] | None:
-    """For a layer whose units are attention heads: attribute name → the head of each row.
+def _head_rows(model: nn.Module, name: str, layer: nn.Module) -> tuple[dict[str, Tensor], Tensor] | None:
+    """For a layer whose units are attention heads: (attribute name → the head of each of the
+    parameter's rows, the head of each scored row), or ``None`` if its units are not heads.
 
     A MultiheadAttention's heads own rows ``h·d … (h+1)·d − 1`` of each of q, k and v in its
-    in-projection (d = embed_dim / num_heads). A Linear whose parent exposes an integer
-    ``num_heads`` dividing its outputs (a q, k or v projection of a hand-written attention
-    layer) has ``out_features / num_heads`` consecutive rows per head. ``None`` otherwise.
+    in-projection (d = embed_dim / num_heads): row r of the packed ``in_proj_weight`` and of
+    ``in_proj_bias`` (3·embed_dim rows, q then k then v) is in head ``(r mod embed_dim) // d``,
+    row r of a separate ``q/k/v_proj_weight`` (embed_dim rows) in head ``r // d``. Its scored
+    rows are the 3·embed_dim rows of the whole in-projection, q then k then v, whichever way it
+    is stored. A Linear whose parent exposes an integer ``num_heads`` dividing its outputs (a q,
+    k or v projection of a hand-written attention layer) has ``out_features / num_heads``
+    consecutive rows per head, and its scored rows are its rows.
     """
     if isinstance(layer, nn.MultiheadAttention):
-        d = layer.head_dim
-        return {n: (torch.arange(p.shape[0]) % layer.embed_dim) // d for n, p in block_parameters(layer).items()}
+        e, d = layer.embed_dim, layer.head_dim
+        params = {n: (torch.arange(p.shape[0]) % e) // d for n, p in block_parameters(layer).items()}
+        return params, (torch.arange(3 * e) % e) // d
     heads = getattr(_parent(model, name), "num_heads", None)
     if (
         isinstance(layer, nn.Linear)
@@ -100,7 +116,7 @@ def _head_rows(model: nn.Module, name: str, layer: nn.Module) -> dict[str, Tenso
         and layer.out_features % heads == 0
     ):
         rows = torch.arange(layer.out_features) // (layer.out_features // heads)
-        return {n: rows for n in block_parameters(layer)}
+        return {n: rows for n in block_parameters(layer)}, rows
     return None
 
 
@@ -111,10 +127,18 @@ def _row_scores(value: Tensor, unit_dim: int) -> Tensor:
     return value.movedim(unit_dim, 0).reshape(value.shape[unit_dim], -1).mean(dim=1).abs()
 
 
+_QKV = ("query", "key", "value")
+
+
+def _attention_inputs(args: tuple[Tensor, ...], kwargs: dict[str, Any]) -> tuple[Tensor, ...]:
+    """A MultiheadAttention call's query, key and value, whether passed by position or by name."""
+    return tuple(args[i] if i < len(args) else kwargs[n] for i, n in enumerate(_QKV))
+
+
 def _in_projection(layer: nn.MultiheadAttention, inputs: tuple[Tensor, ...]) -> Tensor:
     """The q, k and v projections of a MultiheadAttention's inputs, concatenated on the last
     dimension (3·embed_dim rows, in the order of ``in_proj_weight``)."""
-    query, key, value = inputs[:3]
+    query, key, value = inputs
     e = layer.embed_dim
     if layer.in_proj_weight is not None:
         weights = layer.in_proj_weight.split(e)
@@ -134,7 +158,9 @@ def _unit_scores(
     ``out_proj`` weights directly) is scored through the parent's output, which is that
     Linear's output. A MultiheadAttention's rows are those of its in-projection: their outputs
     are recomputed from its inputs, and their gradients are read from ``in_proj_bias``'s
-    (Σ over positions of ∂loss/∂output, the mean up to the layer's constant count).
+    (Σ over positions of ∂loss/∂output, the mean up to the layer's constant count). An
+    attention module without a bias gets a zero one for the pass (the same function), whose
+    gradient is read the same way.
     """
     from .hvp import math_attention
 
@@ -143,16 +169,24 @@ def _unit_scores(
     attention_inputs: dict[str, tuple[Tensor, ...]] = {}
 
     def record(name: str, layer: nn.Module):
-        def hook(_m, inputs, out):
+        def hook(_m, args, kwargs, out):
             if isinstance(layer, nn.MultiheadAttention):
-                attention_inputs[name] = inputs
+                attention_inputs[name] = _attention_inputs(args, kwargs)
                 outputs[f"{name}.out_proj" if name else "out_proj"] = out[0]  # that is out_proj's output
             else:
                 outputs[name] = out
 
         return hook
 
-    hooks = [m.register_forward_hook(record(name, m)) for name, m in layers.items()]
+    # zero in-projection biases for the attention modules without one: ∂loss/∂bias = Σ ∂loss/∂output
+    probes: dict[str, Tensor] = {}
+    if kind == "gradients":
+        for n, m in layers.items():
+            if isinstance(m, nn.MultiheadAttention) and m.in_proj_bias is None:
+                weight = next(iter(block_parameters(m).values()))
+                probe = torch.zeros(3 * m.embed_dim, dtype=weight.dtype, device=weight.device, requires_grad=True)
+                probes[f"{n}.in_proj_bias" if n else "in_proj_bias"] = probe
+    hooks = [m.register_forward_hook(record(name, m), with_kwargs=True) for name, m in layers.items()]
     was_training = model.training
     model.eval()
     skipped: dict[str, str] = {}
@@ -160,11 +194,14 @@ def _unit_scores(
         x, y = batch
         # the math kernel and no fused fast path: every attention module is called as a module
         with torch.enable_grad(), math_attention():
-            logits = model(x)
+            logits = torch.func.functional_call(model, probes, (x,), strict=False) if probes else model(x)
             if kind == "gradients":
-                biases = {n: layers[n].in_proj_bias for n in attention_inputs if layers[n].in_proj_bias is not None}
-                for n in set(attention_inputs) - set(biases):
-                    skipped[n] = "its in-projection has no bias to read the output gradient from"
+                biases = {
+                    n: layers[n].in_proj_bias
+                    if layers[n].in_proj_bias is not None
+                    else probes[f"{n}.in_proj_bias" if n else "in_proj_bias"]
+                    for n in attention_inputs
+                }
                 tensors = {**outputs, **biases}
                 names = list(tensors)
                 grads = torch.autograd.grad(loss_fn(logits, y), [tensors[n] for n in names], allow_unused=True)
@@ -227,17 +264,20 @@ def _random_mask(params: dict[str, Tensor], budget: int, gen: torch.Generator) -
 def _head_mask(
     params: dict[str, Tensor],
     head_of_row: dict[str, Tensor],
+    head_of_score: Tensor,
     row_scores: Tensor,
     budget: int,
     descending: bool,
     gen: torch.Generator,
 ) -> dict[str, Tensor]:
-    """Whole heads in order of their mean row score; the budget left when the next whole head
-    no longer fits goes to randomly chosen weights (not biases) of that head."""
-    rows = next(iter(head_of_row.values()))
-    n_heads = int(rows.max()) + 1
-    head_scores = torch.zeros(n_heads).index_add_(0, rows, row_scores.detach().cpu().float())
-    head_scores /= torch.bincount(rows, minlength=n_heads)
+    """Whole heads in order of their mean row score (``row_scores[i]`` belongs to head
+    ``head_of_score[i]``); the budget left when the next whole head no longer fits goes to
+    randomly chosen weights of that head, and to its biases only once all of its weights are
+    taken (a head's biases are few, so the budget is always met)."""
+    n_heads = int(head_of_score.max()) + 1
+    scores = row_scores.detach().cpu()  # in the scores' own dtype: float64 stays float64
+    head_scores = scores.new_zeros(n_heads).index_add_(0, head_of_score, scores)
+    head_scores /= torch.bincount(head_of_score, minlength=n_heads)
     order = torch.sort(head_scores, descending=descending, stable=True).indices
     head_size = sum(int((head_of_row[k] == 0).sum()) * p[0].numel() for k, p in params.items())
     n_full = min(budget // head_size, n_heads)
@@ -248,24 +288,32 @@ def _head_mask(
     rest = budget - n_full * head_size
     if rest > 0 and n_full < n_heads:
         nxt = int(order[n_full])
-        weights = [k for k, p in params.items() if p.dim() > 1]
-        slots = (
-            torch.cat(
-                [
-                    (head_of_row[k] == nxt).reshape(-1, 1).expand(params[k].shape[0], params[k][0].numel()).flatten()
-                    for k in weights
-                ]
+        # the weights first, then the biases: with several weight matrices (q, k, v) a head's
+        # biases can be more than the one entry per unit that a partial unit leaves out
+        for group in ([k for k, p in params.items() if p.dim() > 1], [k for k, p in params.items() if p.dim() == 1]):
+            if rest <= 0 or not group:
+                continue
+            slots = (
+                torch.cat(
+                    [
+                        (head_of_row[k] == nxt)
+                        .reshape(-1, 1)
+                        .expand(params[k].shape[0], params[k][0].numel())
+                        .flatten()
+                        for k in group
+                    ]
+                )
+                .nonzero()
+                .squeeze(1)
             )
-            .nonzero()
-            .squeeze(1)
-        )
-        picked = slots[torch.randperm(len(slots), generator=gen)[:rest]]
-        flat = torch.cat([masks[k].flatten() for k in weights])
-        flat[picked] = True
-        i = 0
-        for k in weights:
-            masks[k] = flat[i : i + params[k].numel()].reshape(params[k].shape)
-            i += params[k].numel()
+            picked = slots[torch.randperm(len(slots), generator=gen)[:rest]]
+            flat = torch.cat([masks[k].flatten() for k in group])
+            flat[picked] = True
+            i = 0
+            for k in group:
+                masks[k] = flat[i : i + params[k].numel()].reshape(params[k].shape)
+                i += params[k].numel()
+            rest -= len(picked)
     return {k: m.to(params[k].device) for k, m in masks.items()}
 
 
@@ -351,7 +399,10 @@ def select(
         elif lname in skipped:
             continue
         elif heads is not None:
-            layer_masks = _head_mask(params, heads, scores[lname], layer_budget(layer, ratio), descending, gen)
+            head_of_row, head_of_score = heads
+            layer_masks = _head_mask(
+                params, head_of_row, head_of_score, scores[lname], layer_budget(layer, ratio), descending, gen
+            )
         else:
             layer_masks = _structured_mask(layer, scores[lname], layer_budget(layer, ratio), descending, gen)
         for key, m in layer_masks.items():

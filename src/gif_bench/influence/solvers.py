@@ -82,6 +82,11 @@ def _initial_scale(
     return lam ** (1.0 / degree) if lam > 0 and math.isfinite(lam) else 1.0
 
 
+STOPS = ("residual", "difference")  # lissa's stop rules
+DIVERGENCE_RULES = ("patience", "even_step")  # lissa's divergence rules
+AUTHORS_FIRST_DIFFERENCE = 1e10  # the research code's "difference two iterations before" at the start
+
+
 def lissa(
     matvec: Operator,
     rhs: Mapping[str, Tensor],
@@ -92,61 +97,103 @@ def lissa(
     growth: str = "multiply",
     max_iter: int = 1000,
     tol: float = 1e-6,
+    stop: str = "residual",
+    divergence: str = "patience",
+    unknowns: int | None = None,
+    damping: float = 0.0,
     max_restarts: int = 30,
     patience: int = 3,
     power_iters: int = 20,
     hvps_per_matvec: int = 2,
     seed: int = 0,
 ) -> tuple[Params, SolveInfo]:
-    """The paper's modified LiSSA (eq. 8, Alg. 1) for ``A x = b`` with ``A`` PSD.
+    """The paper's modified LiSSA (eq. 8, Alg. 1) for ``(A + λI) x = b`` with ``A`` PSD.
 
     Dividing the loss by M scales ``A`` by ``M^-degree`` and ``b`` by the same factor
-    (``degree`` = 2 for GIF's ``H_Jᵀ H_J``), so the iteration run is
+    (``degree`` = 2 for GIF's ``H_Jᵀ H_J``), so with ``c = M^-degree`` the series run is
 
-        x_0 = 0,    x_k = x_{k-1} + c (b − A x_{k-1}),    c = M^-degree,
+        I_0 = c b,    I_{k+1} = c b + (I − c A_λ) I_k,    A_λ = A + λ I   (``damping`` λ ≥ 0),
 
-    i.e. ``I_k = I_0 + (I − c A) I_{k-1}`` with ``I_0 = c b``. It converges to ``A⁻¹ b`` (the
-    minimum-norm solution on range(A)) iff ``c λ_max(A) < 2``. For PSD ``A`` in that regime the
-    residual norm never grows, so ``patience`` consecutive growths (or a non-finite value) mean
-    divergence: M is multiplied by ``mu`` (``growth="multiply"``, Alg. 1) or increased by ``mu``
-    (``growth="add"``, as the authors' research code did with mu = 3, 5 or 7) and the series
-    restarts from scratch.
+    i.e. Landweber's iteration ``x_{k+1} = x_k + c (b − A_λ x_k)`` from ``x_0 = 0`` (``I_k =
+    x_{k+1}``). It converges to ``A_λ⁻¹ b`` (for λ = 0 the minimum-norm solution on range(A))
+    iff ``c λ_max(A_λ) < 2``; stopped early it is a regularised solve, the filter
+    ``1 − (1 − c σ)^{k+1}`` on each eigenvalue σ. Each iteration costs one ``matvec``.
 
-    ``scale`` is the initial M, or ``"auto"`` to set ``c = 1/λ̂`` from ``power_iters`` steps of
-    power iteration on ``A`` (λ̂ ≤ λ_max, so ``c λ_max ≥ 1`` and restarts remain the safety net).
-    Stops when ``‖b − A x‖ ≤ tol ‖b‖`` or after ``max_iter`` iterations (``tol=0`` gives the
-    research code's truncated series).
+    Stop rules (``stop``):
+
+    * ``"residual"``: stop when ``‖b − A_λ x‖ ≤ tol ‖b‖`` or after ``max_iter`` products;
+      the ``x`` whose residual was measured is returned (``max_iter = N`` gives ``I_{N−1}``).
+    * ``"difference"`` (the authors' research code): stop when the last step
+      ``‖I_{k+1} − I_k‖ ≤ tol · √unknowns`` or after ``max_iter`` products; every product
+      makes one more term, so ``max_iter = N`` returns ``I_N``, the sum of N + 1 terms.
+      ``unknowns`` is |J| (default: every entry of ``b``).
+
+    Divergence rules (``divergence``): ``"patience"``, ``patience`` consecutive growths of the
+    residual (for PSD ``A`` in the convergent regime it never grows); ``"even_step"``, the
+    authors' rule: at every even k, the step ``‖I_{k+1} − I_k‖`` larger than the one at k − 2
+    (at k = 0: than 1e10). A non-finite step is divergence under both (the research code
+    would return the NaNs). On divergence M is multiplied by ``mu`` (``growth="multiply"``, Alg.
+    1) or increased by ``mu`` (``growth="add"``, the research code's ``M += step``) and the
+    series restarts from scratch; after ``max_restarts`` restarts :class:`SolverDiverged`.
+
+    ``scale`` is the initial M (the research code's is 1), or ``"auto"`` to set ``c = 1/λ̂``
+    from ``power_iters`` steps of power iteration on ``A`` (λ̂ ≤ λ_max, so ``c λ_max ≥ 1``
+    and restarts remain the safety net). The residual reported is ``‖b − A_λ x‖ / ‖b‖`` of
+    the returned ``x``: free under ``"residual"``, one more product (counted) under
+    ``"difference"``.
     """
     if growth not in ("multiply", "add"):
         raise ValueError(f"growth must be 'multiply' or 'add', got {growth!r}")
+    if stop not in STOPS:
+        raise ValueError(f"stop must be one of {STOPS}, got {stop!r}")
+    if divergence not in DIVERGENCE_RULES:
+        raise ValueError(f"divergence must be one of {DIVERGENCE_RULES}, got {divergence!r}")
+    if damping < 0:
+        raise ValueError(f"damping must be >= 0, got {damping}")
     info = SolveInfo(solver="lissa")
     b_norm = tree.norm(rhs)
     if b_norm == 0.0:
         return _solved(info, tree.zeros_like(rhs))
+    op = damped(matvec, damping)
     m = _initial_scale(
-        matvec, rhs, scale, degree=degree, power_iters=power_iters, seed=seed, info=info,
+        op, rhs, scale, degree=degree, power_iters=power_iters, seed=seed, info=info,
         hvps_per_matvec=hvps_per_matvec,
     )  # fmt: skip
+    size = sum(t.numel() for t in rhs.values()) if unknowns is None else int(unknowns)
+    step_tol = tol * math.sqrt(size)
     while True:
         c = m ** (-degree)
-        x, r, r_norm = tree.zeros_like(rhs), dict(rhs), b_norm
-        growths, diverged, k = 0, False, 0
-        while k < max_iter and r_norm > tol * b_norm:
-            x = tree.add(x, r, c)
-            ax = matvec(x)
+        x, r_norm, k, diverged = tree.scale(rhs, c), b_norm, 0, False  # x_1 = I_0 = c b, no product
+        growths, even_before = 0, AUTHORS_FIRST_DIFFERENCE
+        while k < max_iter and not (stop == "residual" and r_norm <= tol * b_norm):
+            r = tree.add(rhs, op(x), -1.0)  # b − A_λ x_k
             info.hvps += hvps_per_matvec
             k += 1
-            r = tree.add(rhs, ax, -1.0)
             new_norm = tree.norm(r)
             if not math.isfinite(new_norm):
                 diverged = True
                 break
-            # Below ~1e-5 ‖b‖ fp32 round-off can make the residual wobble; that is not divergence.
-            growing = new_norm > r_norm * (1 + 1e-4) and new_norm > 1e-5 * b_norm
-            growths = growths + 1 if growing else 0
+            if divergence == "even_step":
+                if (k - 1) % 2 == 0:  # the research code's count of the step I_k → I_{k+1}
+                    if c * new_norm > even_before:
+                        diverged = True
+                        break
+                    even_before = c * new_norm
+            else:
+                # Below ~1e-5 ‖b‖ fp32 round-off can make the residual wobble; that is not divergence.
+                growing = new_norm > r_norm * (1 + 1e-4) and new_norm > 1e-5 * b_norm
+                growths = growths + 1 if growing else 0
+                if growths >= patience:
+                    diverged = True
+                    break
             r_norm = new_norm
-            if growths >= patience:
-                diverged = True
+            if stop == "residual":
+                if r_norm <= tol * b_norm:
+                    break
+                if k == max_iter:
+                    break
+            x = tree.add(x, r, c)  # one more term: I_k = x_{k+1}
+            if stop == "difference" and c * r_norm <= step_tol:
                 break
         if not diverged:
             break
@@ -158,9 +205,40 @@ def lissa(
             )
         m = m * mu if growth == "multiply" else m + mu
     info.iterations, info.scale = k, m
+    if stop == "difference":  # the returned x is one term past the last residual measured
+        r_norm = tree.norm(tree.add(rhs, op(x), -1.0))
+        info.hvps += hvps_per_matvec
+        info.converged = c * r_norm <= step_tol
+    else:
+        info.converged = r_norm <= tol * b_norm
     info.residual = r_norm / b_norm
-    info.converged = r_norm <= tol * b_norm
     return x, info
+
+
+def tikhonov_augmented(
+    op: Operator, op_t: Operator, rhs: Mapping[str, Tensor], damping: float
+) -> tuple[Operator, Operator, Params]:
+    """``[K; √λ I]``, its transpose and ``[r; 0]``, for K mapping a space of ``rhs``'s keys and
+    shapes to itself: ``min ‖K x − r‖² + λ ‖x‖²`` as a plain least-squares problem, whose normal
+    equations are ``(KᵀK + λI) x = Kᵀ r``. The extra block's keys are ``"tikhonov:" + key``."""
+    root = math.sqrt(float(damping))
+    extra = {f"tikhonov:{k}": k for k in rhs}
+
+    def op_aug(v: Mapping[str, Tensor]) -> Params:
+        return {**op(v), **{e: root * v[k] for e, k in extra.items()}}
+
+    def op_t_aug(u: Mapping[str, Tensor]) -> Params:
+        main = op_t({k: u[k] for k in rhs})
+        return {k: main[k] + root * u[e] for e, k in extra.items()}
+
+    return op_aug, op_t_aug, {**rhs, **{e: torch.zeros_like(rhs[k]) for e, k in extra.items()}}
+
+
+def damped(matvec: Operator, damping: float) -> Operator:
+    """``v ↦ A v + λ v`` (Tikhonov damping λ of a normal-equation operator); ``A`` itself for λ = 0."""
+    if damping == 0.0:
+        return matvec
+    return lambda v: tree.add(matvec(v), v, float(damping))
 
 
 def cg(
@@ -173,8 +251,10 @@ def cg(
     inverse_diagonal: Mapping[str, Tensor] | None = None,
     reorthogonalize: bool = False,
     support: Mapping[str, Tensor] | None = None,
+    damping: float = 0.0,
 ) -> tuple[Params, SolveInfo]:
-    """Conjugate gradients for ``A x = b`` with ``A`` symmetric positive semi-definite.
+    """Conjugate gradients for ``(A + λI) x = b`` with ``A`` symmetric positive semi-definite
+    and ``damping`` λ ≥ 0 (0: ``A x = b``).
 
     Started at ``x_0 = 0``; stops when ``‖b − A x‖ ≤ tol ‖b‖`` or after ``max_iter`` products.
     Applied to GIF's normal equations ``H_Jᵀ H_J x = H_Jᵀ g`` this is CGNR: in exact
@@ -193,6 +273,9 @@ def cg(
     equations this cuts the products needed several times, for ``k`` stored vectors of the
     size of ``support`` (a boolean dict outside which every vector is zero; ``None``: all).
     """
+    if damping < 0:
+        raise ValueError(f"damping must be >= 0, got {damping}")
+    matvec = damped(matvec, damping)
     info = SolveInfo(solver="cg+reorth" if reorthogonalize else "cg")
     b_norm = tree.norm(rhs)
     x = tree.zeros_like(rhs)
