@@ -8,6 +8,8 @@ per sample, a batch at a time.
 from __future__ import annotations
 
 import contextlib
+import gzip
+import hashlib
 import io
 import math
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor
 
+from . import storage
 from .checks import number
 from .errors import ConfigError, DatasetUnavailable
 from .registry import DATASETS, DatasetSpec
@@ -136,6 +139,23 @@ def _torchvision_arrays(name: str, ds) -> tuple[Tensor, np.ndarray]:
     return torch.from_numpy(np.ascontiguousarray(images)).float() / 255.0, labels.astype(np.int64)
 
 
+def _remove_new_empty_dirs(root: Path, new_dirs: list[Path]) -> None:
+    """Leave no empty folders behind a failed download (MNIST makes MNIST/raw/ inside root)."""
+    inside = sorted(root.rglob("*"), key=lambda d: len(d.parts), reverse=True) if root in new_dirs else []
+    for folder in [*inside, *reversed(new_dirs)]:
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only ever removes empty folders
+
+
+def _reason(err: Exception) -> str:
+    """An exception's message in one line: its first line, and its last where they differ
+    (torchvision's download errors put the cause on the last)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__
+    return lines[0] if len(lines) == 1 else f"{lines[0]} {lines[-1]}"
+
+
 def _torchvision(cfg: DictConfig, data_dir: Path, seed: int):
     root = data_dir / cfg.name
     new_dirs = [d for d in (data_dir, root) if not d.exists()]
@@ -144,11 +164,7 @@ def _torchvision(cfg: DictConfig, data_dir: Path, seed: int):
         with contextlib.redirect_stdout(captured):
             parts = _torchvision_parts(cfg.name, root)
     except (OSError, RuntimeError) as err:  # URLError is an OSError; RuntimeError: not found
-        # leave no empty folders behind a failed download (MNIST makes MNIST/raw/ inside root)
-        inside = sorted(root.rglob("*"), key=lambda d: len(d.parts), reverse=True) if root in new_dirs else []
-        for folder in [*inside, *reversed(new_dirs)]:
-            with contextlib.suppress(OSError):
-                folder.rmdir()  # only ever removes empty folders
+        _remove_new_empty_dirs(root, new_dirs)
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise DatasetUnavailable(
             f"dataset={cfg.name} is not in {root} and could not be downloaded ({reason}); "
@@ -162,6 +178,99 @@ def _torchvision(cfg: DictConfig, data_dir: Path, seed: int):
     return x_tr, y_tr, x_te, y_te
 
 
+# Fashion-MNIST's four files, decompressed, with their MD5s. Debian's dataset-fashion-mnist
+# recompressed the .gz files (so torchvision's MD5s of the .gz files do not match them); what
+# they hold is the same, and these are its MD5s.
+FASHION_MNIST_MD5 = {
+    "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+    "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
+    "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
+    "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
+}
+FASHION_MNIST_HOW = (
+    "install it with `apt-get install dataset-fashion-mnist` (Debian/Ubuntu), or run once on a "
+    "machine with internet access and torchvision downloads it into paths.data"
+)
+
+
+def _fashion_mnist_local(root: Path) -> bool:
+    """torchvision's own files under ``root``: the four raw files, or its older processed ones."""
+    folder = root / "FashionMNIST"
+    raw = all((folder / "raw" / name).is_file() for name in FASHION_MNIST_MD5)
+    return raw or all((folder / "processed" / f).is_file() for f in ("training.pt", "test.pt"))
+
+
+def _unpack_system_files(system: Path, raw: Path) -> None:
+    """Decompress ``system/<name>.gz`` into ``raw/<name>``, each through a temporary file renamed
+    into place once its MD5 is Fashion-MNIST's (two runs unpacking at once both leave whole files)."""
+    for name, expected in FASHION_MNIST_MD5.items():
+        source = system / f"{name}.gz"
+
+        def write(tmp: str, source: Path = source, expected: str = expected) -> None:
+            md5 = hashlib.md5()
+            with gzip.open(source, "rb") as src, open(tmp, "wb") as out:
+                while chunk := src.read(1 << 20):
+                    md5.update(chunk)
+                    out.write(chunk)
+            if md5.hexdigest() != expected:
+                raise DatasetUnavailable(
+                    f"dataset=fashion_mnist: {source} decompresses to MD5 {md5.hexdigest()}, not Fashion-MNIST's "
+                    f"{expected}; reinstall it (`apt-get install --reinstall dataset-fashion-mnist`) or point "
+                    "dataset.system_dir at a good copy"
+                )
+
+        try:
+            storage.write_atomic(raw / name, write)
+        except (OSError, EOFError) as err:  # gzip.BadGzipFile is an OSError
+            raise DatasetUnavailable(
+                f"dataset=fashion_mnist: cannot decompress {source} into {raw} ({_reason(err)})"
+            ) from None
+
+
+def _fashion_mnist(cfg: DictConfig, data_dir: Path, seed: int):
+    """Fashion-MNIST through torchvision, 28×28 grey, or zero-padded to ``image_size``.
+
+    Its files are looked for in this order: (a) torchvision's, under ``<paths.data>/fashion_mnist``;
+    (b) Debian's package ``dataset-fashion-mnist`` (``dataset.system_dir``), decompressed into (a)'s
+    place and checked against :data:`FASHION_MNIST_MD5`; (c) torchvision's download into (a)'s place.
+    """
+    from torchvision.datasets import FashionMNIST
+
+    root = data_dir / cfg.name
+    system = Path(str(cfg.system_dir))
+    if not _fashion_mnist_local(root):
+        if all((system / f"{name}.gz").is_file() for name in FASHION_MNIST_MD5):
+            _unpack_system_files(system, root / "FashionMNIST" / "raw")
+        else:
+            new_dirs = [d for d in (data_dir, root) if not d.exists()]
+            captured = io.StringIO()
+            try:
+                with contextlib.redirect_stdout(captured):
+                    FashionMNIST(root=str(root), train=True, download=True)
+            except (OSError, RuntimeError) as err:  # URLError is an OSError
+                _remove_new_empty_dirs(root, new_dirs)
+                raise DatasetUnavailable(
+                    f"dataset=fashion_mnist is not in {root} nor in dataset.system_dir={system}, and could not be "
+                    f"downloaded ({_reason(err)}); {FASHION_MNIST_HOW}"
+                ) from None
+            print(captured.getvalue(), end="")
+    parts = [FashionMNIST(root=str(root), train=train, download=False) for train in (True, False)]
+    (x_tr, y_tr), (x_te, y_te) = (_torchvision_arrays("mnist", part) for part in parts)
+    pad = (int(cfg.image_size) - 28) // 2
+    if pad:
+        x_tr, x_te = F.pad(x_tr, (pad,) * 4), F.pad(x_te, (pad,) * 4)
+    return x_tr, y_tr, x_te, y_te
+
+
+def _fashion_mnist_checks(cfg: DictConfig) -> None:
+    _padded_size(cfg)
+    system = cfg.dataset.get("system_dir")
+    if not isinstance(system, str) or not system:
+        raise ConfigError(
+            f"dataset.system_dir={system}", "must be a folder (Debian's is /usr/share/datasets/fashion-mnist)"
+        )
+
+
 for _spec in (
     DatasetSpec("digits", _digits),
     DatasetSpec("mnist5k", _mnist5k, validate=_padded_size),
@@ -169,6 +278,7 @@ for _spec in (
     DatasetSpec("cifar10", _torchvision),
     DatasetSpec("mnist", _torchvision),
     DatasetSpec("svhn", _torchvision),
+    DatasetSpec("fashion_mnist", _fashion_mnist, validate=_fashion_mnist_checks),
 ):
     DATASETS.register(_spec)
 
