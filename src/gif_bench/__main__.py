@@ -54,6 +54,8 @@ def main(cfg: DictConfig) -> float | None:
         _discard_run_dir(Path(str(cfg.paths.root)))
         print(f"gif-bench: error: {err}", file=sys.stderr)
         sys.exit(2)
+    if row.get("status") == "skipped":  # not a run (a pair of the solver study's sweep): leave no folder
+        _discard_run_dir(Path(str(cfg.paths.root)))
     return row.get("f1")
 
 

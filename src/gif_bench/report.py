@@ -82,8 +82,12 @@ def _runs(n: int) -> str:
 
 def build(overrides: list[str], out: Path | None = None, iterate: str = "best") -> dict:
     """Write the experiment's tables and figures; returns what was written and what is missing."""
-    grid = sweeps.expected_grid(overrides)
     cfg = sweeps.compose(sweeps.sweep_jobs(overrides)[0])  # paths, task and logger are not swept
+    if cfg.get("study") is not None:  # the solver study: its own grid (task, method, variant, seed)
+        from . import study_report
+
+        return study_report.build(overrides, out, iterate)
+    grid = sweeps.expected_grid(overrides)
     name = str(grid["experiment"].iloc[0])
     task = str(cfg.task.name)
     found, missing = sweeps.match_grid(rows.collect(cfg.paths.root, name), grid)

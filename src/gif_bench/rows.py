@@ -12,8 +12,9 @@ from omegaconf import DictConfig, OmegaConf
 from . import storage
 
 # Keys that change where or how a run is recorded, not what it computes.
-# paper_series reaches the run only through solver=authors, whose resolved keys are hashed.
-NOT_IN_RUN_ID = ("paths", "logger", "force", "save_edited", "hydra", "profile", "paper_series")
+# paper_series reaches the run only through solver=authors, whose resolved keys are hashed; the
+# solver study's study_grid only through the solver's and the method's damping (experiment=solver_study).
+NOT_IN_RUN_ID = ("paths", "logger", "force", "save_edited", "hydra", "profile", "paper_series", "study_grid")
 
 
 def run_id(cfg: DictConfig) -> str:

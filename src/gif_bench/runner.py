@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from . import cost, editing, influence, metrics, models, rows, storage, tasks, tracking, train, unlearning
+from . import cost, editing, influence, metrics, models, rows, storage, study, tasks, tracking, train, unlearning
 from . import data as datasets
 from .config import canonicalize, resolve_device, validate
 from .errors import ConfigError
@@ -137,8 +137,16 @@ def _update_by_influence(cfg, model, edit, dataset, metric_fn, before_val_acc: f
     task = TASKS[cfg.task.name]
     counter = cost.ForwardCounter()
     start = time.perf_counter()
-    first = editing.influence_direction(cfg, model, edit)
+    first = editing.influence_direction(cfg, model, edit, stored=study.stored_solve(cfg, edit))
     row: dict[str, Any] = _solve_fields(first)
+    # Not the edit's own time: the solver study's measurements of Δθ (made before the steps move
+    # θ̂), less a stored solve's seconds (counted as when it was solved, as a loaded oracle's are).
+    not_the_edit = -first.solve_seconds if first.stored else 0.0
+    if study.wants_references(cfg):
+        measuring = time.perf_counter()
+        row.update(study.reference_fields(cfg, edit, first))
+        row["reference_seconds"] = time.perf_counter() - measuring
+        not_the_edit += row["reference_seconds"]
     every = cfg["update"].get("recompute_every")
     directions = [first]
 
@@ -162,7 +170,7 @@ def _update_by_influence(cfg, model, edit, dataset, metric_fn, before_val_acc: f
         stall_boost=cfg["update"].get("stall_boost"),
         stall_patience=int(cfg["update"].get("stall_patience", 10)),
     )
-    edit_seconds = time.perf_counter() - start
+    edit_seconds = time.perf_counter() - start - not_the_edit
     hvps = sum(d.info.hvps for d in directions)
     gradients, rho_hvp = cost.influence_gradients(
         hvps=hvps,
@@ -263,6 +271,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     Returns the result row (also written atomically to ``rows.row_path(cfg)``). A finished
     ``ok`` row is returned as is unless ``cfg.force``.
     """
+    if (why := study.prepare(cfg)) is not None:  # a pair of the solver study's sweep that is not a run
+        log.info("skipped: %s", why)
+        return {"status": "skipped", "reason": why}
     validate(cfg)
     canonicalize(cfg)
     if not cfg.force and (done := rows.finished(cfg)) is not None:
@@ -292,6 +303,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(f"mr={cfg.mr}", "selects no parameter in any layer of this model; raise mr")
 
     row = base_row(cfg, device)
+    row.update(study.row_fields(cfg))  # the solver study's variant (nothing outside it)
     tracker = tracking.start(cfg, root)
     row["wandb_run_id"] = tracker.run_id
     try:
