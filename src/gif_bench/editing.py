@@ -201,11 +201,14 @@ def setup(
     return Problem(edit, params, folded, logits, hessian_loss, grad, mask, options, gen, model, (x_h, y_h))
 
 
-def solve_library_method(cfg: DictConfig, problem: Problem) -> tuple[dict[str, Tensor], influence.SolveInfo]:
+def solve_library_method(
+    cfg: DictConfig, problem: Problem, method: str | None = None
+) -> tuple[dict[str, Tensor], influence.SolveInfo]:
     """Δθ of ``cfg.method`` by :func:`gif_bench.influence.solve_linear` (the library's own
-    methods, whose config name is their library name)."""
+    methods, whose config name is their library name), or of the library's ``method``, on
+    ``problem.mask``."""
     return influence.solve_linear(
-        cfg.method.name,
+        method or cfg.method.name,
         problem.hessian_loss,
         problem.params,
         problem.grad,

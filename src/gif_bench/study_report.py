@@ -47,7 +47,6 @@ def study_grid(overrides: list[str]) -> pd.DataFrame:
     experiment and the ``run_ids`` the run can have (as :func:`gif_bench.sweeps.expected_grid`);
     the pairs a variant does not apply to are left out."""
     from .config import canonicalize, resolve_device
-    from .rows import run_id
     from .study import prepare
 
     here = resolve_device("auto").type
@@ -71,11 +70,7 @@ def study_grid(overrides: list[str]) -> pd.DataFrame:
                 continue
             cfg = canonicalize(cfg)
             key = (cfg.task.name, cfg.method.name, str(cfg.study.variant), int(cfg.seed))
-            devices = [here, *({"cpu", "cuda", "mps"} - {here})] if cfg.device == "auto" else [cfg.device]
-            ids = []
-            for device in devices:
-                cfg.device = device
-                ids.append(run_id(cfg))
+            ids = sweeps.device_run_ids(cfg, here)
             if key in cells and cells[key]["run_ids"] != ids:
                 raise ValueError(
                     f"the study runs {dict(zip(GRID_KEYS, key))} more than once with other settings; "

@@ -110,6 +110,20 @@ def _is_group(key: str) -> bool:
 GRID_KEYS = ("method", "mr", "selector", "seed")
 
 
+def device_run_ids(cfg: DictConfig, here: str) -> list[str]:
+    """The run ids ``cfg`` is recorded under: its device's, or for ``device=auto`` this
+    machine's device type first and then every other's (a run made elsewhere counts too).
+    Sets ``cfg.device`` as it goes."""
+    from .rows import run_id
+
+    devices = [here, *({"cpu", "cuda", "mps"} - {here})] if cfg.device == "auto" else [cfg.device]
+    ids = []
+    for device in devices:
+        cfg.device = device
+        ids.append(run_id(cfg))
+    return ids
+
+
 def expected_grid(overrides: list[str]):
     """One row per distinct run of the sweep ``overrides`` describes: ``method``, ``mr``,
     ``selector``, ``seed`` (as the run records them, see :func:`config.canonicalize`), the
@@ -122,7 +136,6 @@ def expected_grid(overrides: list[str]):
     import pandas as pd
 
     from .config import canonicalize, resolve_device
-    from .rows import run_id
 
     here = resolve_device("auto").type
     jobs = sweep_jobs(overrides)
@@ -131,11 +144,7 @@ def expected_grid(overrides: list[str]):
         for job in jobs:
             cfg = canonicalize(composer(job))
             key = (cfg.method.name, float(cfg.mr), cfg.selector.name, int(cfg.seed))
-            devices = [here, *({"cpu", "cuda", "mps"} - {here})] if cfg.device == "auto" else [cfg.device]
-            ids = []
-            for device in devices:
-                cfg.device = device
-                ids.append(run_id(cfg))
+            ids = device_run_ids(cfg, here)
             if key in cells and cells[key]["run_ids"] != ids:
                 raise ValueError(
                     f"the sweep runs {dict(zip(GRID_KEYS, key))} more than once with other settings; "

@@ -25,16 +25,7 @@ def direction(cfg: DictConfig, problem: Problem) -> tuple[dict[str, Tensor], inf
     if cfg.method.form == "classic":
         return solve_library_method(cfg, problem)
     problem.mask = influence.select("all", problem.model, ratio=1.0)  # every Conv/Linear parameter: the row's J
-    return influence.solve_linear(
-        "gif",
-        problem.hessian_loss,
-        problem.params,
-        problem.grad,
-        mask=problem.mask,
-        solver=cfg.solver.name,
-        model=problem.folded,
-        **problem.options,
-    )
+    return solve_library_method(cfg, problem, method="gif")
 
 
 def _validate(cfg: DictConfig) -> None:
