@@ -325,7 +325,7 @@ NOTES = (
     "CG after k iterations 1/k, ridge by CG √(λ/λ_max(KᵀK) + 1/k²), the series M/√((N+1)λ_max(KᵀK)), "
     "K-FAC μ/√λ_max (λ_max over every Conv/Linear parameter). "
     "cos conv. / cos series: cosine of Δθ with the same method's Δθ on the same problem by CG to 1e-4 / by "
-    "the paper's series (K-FAC, EK-FAC: GIF's, over every Conv/Linear parameter)."
+    "the paper's series (K-FAC, EK-FAC: GIF's on the study's J, so |cos| ≤ share_in_reference_j)."
 )
 
 
