@@ -88,3 +88,16 @@ def run_cli(*args: str, env: dict | None = None, timeout: int = 300) -> subproce
 
 # TINY with a 1/16-width VGG-11 (BatchNorm buffers; more parameters than solver=exact takes)
 TINY_VGG = ("model=vgg11", "model.width=0.0625")
+
+
+def synthetic_like(cfg) -> list[str]:
+    """Synthetic images of the experiment's own shape (and no logger): the shrink's group overrides."""
+    channels, size = int(cfg.dataset.in_channels), int(cfg.dataset.image_size)
+    return [
+        "dataset=synthetic",
+        f"dataset.in_channels={channels}",
+        f"dataset.image_size={size}",
+        f"dataset.mean=[{','.join(['0.5'] * channels)}]",
+        f"dataset.std=[{','.join(['0.3'] * channels)}]",
+        "logger=none",
+    ]

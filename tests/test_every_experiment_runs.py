@@ -8,7 +8,7 @@ solves on a tiny network do not repay a trace of seconds for products of millise
 import json
 
 import pytest
-from conftest import run_cli
+from conftest import run_cli, synthetic_like
 
 from gif_bench import runner, sweeps
 from gif_bench.registry import METHODS
@@ -16,19 +16,6 @@ from gif_bench.registry import METHODS
 EXPERIMENTS = ("quickstart", "table1", "fig3", "table2", "label_change", "random_removal")
 PROFILES = ("paper", "cpu")
 TRACED = {("table1", "paper"), ("fig3", "paper")}  # as configured; the others in reverse mode
-
-
-def _tiny_data(cfg) -> list[str]:
-    """Synthetic images of the experiment's own shape (and no logger): the shrink's group overrides."""
-    channels, size = int(cfg.dataset.in_channels), int(cfg.dataset.image_size)
-    return [
-        "dataset=synthetic",
-        f"dataset.in_channels={channels}",
-        f"dataset.image_size={size}",
-        f"dataset.mean=[{','.join(['0.5'] * channels)}]",
-        f"dataset.std=[{','.join(['0.3'] * channels)}]",
-        "logger=none",
-    ]
 
 
 def _shrunk(cfg, experiment: str, profile: str) -> list[str]:
@@ -85,7 +72,7 @@ def test_every_method_of_every_experiment_writes_an_ok_row(experiment, profile, 
         own = compose([*base, *jobs[0]])
         configs = []
         for job in jobs:
-            tiny = [*base, *job, *_tiny_data(own)]
+            tiny = [*base, *job, *synthetic_like(own)]
             configs.append(compose([*tiny, *_shrunk(compose(tiny), experiment, profile)]))
     for job, cfg in zip(jobs, configs, strict=True):
         assert cfg.method.name == job_method(job) or len(jobs) == 1

@@ -5,6 +5,7 @@ end on synthetic data that measure their directions against cached references.""
 import math
 
 import pytest
+from conftest import synthetic_like
 
 from gif_bench import rows, runner, study, study_report, sweeps
 
@@ -101,14 +102,8 @@ def test_the_solver_study_composes_in_both_profiles_on_the_tables_models(profile
 def _tiny(cfg) -> list[str]:
     """Synthetic data of the task's own shape, a 1/16-width network, one epoch, five-term series
     and CG references, three power iterations, three steps, reverse-mode products."""
-    channels, size = int(cfg.dataset.in_channels), int(cfg.dataset.image_size)
     return [
-        "dataset=synthetic",
-        f"dataset.in_channels={channels}",
-        f"dataset.image_size={size}",
-        f"dataset.mean=[{','.join(['0.5'] * channels)}]",
-        f"dataset.std=[{','.join(['0.3'] * channels)}]",
-        "logger=none",
+        *synthetic_like(cfg),
         "model.width=0.0625",
         "train.epochs=1",
         "hessian.samples=32",
