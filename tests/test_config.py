@@ -35,6 +35,8 @@ from gif_bench.errors import ConfigError
         ("solver.preconditioner=jacobi solver.probes=0", "solver.probes=0"),
         ("solver.reorthogonalize=sometimes", "solver.reorthogonalize=sometimes"),
         ("solver=lsqr solver.reorthogonalize=1", "solver.reorthogonalize=1"),
+        ("solver=minres +solver.damping=0.1", "solver.damping=0.1"),
+        ("solver=lissa solver.stop=foo", "solver.stop=foo"),
     ],
 )
 def test_bad_values_name_the_key(make_cfg, override, key):

@@ -100,6 +100,11 @@ def validate(cfg: DictConfig) -> None:
             number(cfg, "solver.scale", 0.0, lo_open=True)
     if "damping" in (get(cfg, "solver") or {}):
         number(cfg, "solver.damping", 0.0)
+        if solver_name == "minres" and get(cfg, "solver.damping"):
+            raise ConfigError(
+                f"solver.damping={get(cfg, 'solver.damping')}",
+                "must be 0 with solver=minres, which solves K x = r itself; use cg for damping",
+            )
     if get(cfg, "solver.name") in ("cg", "lsqr", "minres"):
         number(cfg, "solver.max_iter", 1, integer=True)
         number(cfg, "solver.tol", 0.0)
