@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from gif_bench import editing, runner
+from gif_bench import line_search, runner
 from gif_bench.errors import ConfigError
 
 
@@ -36,21 +36,21 @@ def test_recomputing_replaces_the_direction_every_n_steps():
     model = _model()
     fixed = {"weight": torch.tensor([[1.0, 0.0]])}
     kwargs = dict(rate=1.0, max_steps=4, stop=lambda m: False, metric_fn=_metrics(lambda m: 100.0))
-    editing.apply_updates(model, None, fixed, recompute_every=2, recompute=toward_origin, **kwargs)
+    line_search.apply_updates(model, None, fixed, recompute_every=2, recompute=toward_origin, **kwargs)
     assert calls == [2]  # after step 2, not after the last step
     # steps 1-2 along (1, 0): (5, 4); then twice along −(5, 4)/‖(5, 4)‖
     expected = torch.tensor([5.0, 4.0]) * (1 - 2 / torch.tensor([5.0, 4.0]).norm())
     torch.testing.assert_close(model.weight.detach().squeeze(0), expected)
 
     once = _model()
-    editing.apply_updates(once, None, fixed, **kwargs)
+    line_search.apply_updates(once, None, fixed, **kwargs)
     torch.testing.assert_close(once.weight.detach().squeeze(0), torch.tensor([7.0, 4.0]))
 
 
 def test_the_rate_is_boosted_when_u_accuracy_stalls():
     model = _model()
     unit = {"weight": torch.tensor([[1.0, 0.0]])}
-    traj = editing.apply_updates(
+    traj = line_search.apply_updates(
         model,
         None,
         unit,
@@ -67,7 +67,7 @@ def test_the_rate_is_boosted_when_u_accuracy_stalls():
 
     progressing = _model()
     steps = iter(range(100, 0, -1))
-    traj = editing.apply_updates(
+    traj = line_search.apply_updates(
         progressing, None, unit, rate=0.5, max_steps=5, stop=lambda m: False,
         metric_fn=_metrics(lambda m: float(next(steps))), stall_boost=5.0, stall_patience=2,
     )  # fmt: skip

@@ -69,7 +69,7 @@ def test_a_method_and_a_task_registered_here_validate_run_and_show_in_tables_and
     assert row["status"] == "ok" and row["method"] == "throwaway_step" and row["task"] == "throwaway_task"
     assert row["n_removed"] == round(0.1 * row["n_train"]) and row["hvps"] == 0
     assert row["selector"] == "highest_k_outputs" and 0 < row["n_selected"] < row["n_params"]  # it uses the mask
-    assert set(row["trajectory"][0]) == {"step", "self_acc", "test_acc", "val_acc"}
+    assert set(row["trajectory"][-1]) == {"step", "self_acc", "test_acc", "val_acc"}  # the final: every split
     runner.run(make_cfg("method=gif", "task=throwaway_task", drop=("task",)))
 
     found = rows.collect(tmp_path)
@@ -80,9 +80,13 @@ def test_a_method_and_a_task_registered_here_validate_run_and_show_in_tables_and
     markdown = tables.to_markdown(table, "throwaway_task")
     assert "Throwaway step" in markdown and "self_loss ↑" in markdown
     lines = plots.trajectory_lines(found)
-    assert list(lines) == ["GIF (MR 5 %)", "Throwaway step (MR 5 %)"]
+    assert [name for name, _ in lines.values()] == ["GIF (MR 5 %)", "Throwaway step (MR 5 %)"]
+    assert plots.style("gif") != plots.style("throwaway_step")
     png = plots.trajectories(found, tmp_path / "trajectories.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    points = plots.pareto_points(found)
+    assert list(points["method"]) == ["gif", "throwaway_step"] and (points["seconds"] > 0).all()
+    assert plots.pareto(found, tmp_path / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_an_unknown_name_is_refused_with_the_registered_ones(make_cfg):
@@ -90,3 +94,9 @@ def test_an_unknown_name_is_refused_with_the_registered_ones(make_cfg):
         TASKS["nope"]
     with pytest.raises(ConfigError, match="task.name=nope: must be one of class_removal, label_change, backdoor"):
         validate(make_cfg("task.name=nope"))
+
+
+def test_every_method_has_its_own_colour_and_marker_in_every_figure():
+    styles = [plots.style(method) for method in METHODS]
+    assert len({colour for colour, _ in styles}) == len(styles)
+    assert len({marker for _, marker in styles}) == len(styles)

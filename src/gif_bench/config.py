@@ -19,6 +19,7 @@ from .influence import LINEAR_METHODS, SOLVERS
 from .influence.hvp import MODES as HVP_MODES
 from .influence.methods import PRECONDITIONERS
 from .influence.solvers import DIVERGENCE_RULES, STOPS
+from .line_search import SEARCHES
 from .registry import DATASETS, METHODS, MODELS, SELECTORS, TASKS
 
 LOGGERS = ("wandb", "none")
@@ -132,6 +133,12 @@ def validate(cfg: DictConfig) -> None:
     if get(cfg, "update.stall_boost") is not None:
         number(cfg, "update.stall_boost", 0.0, lo_open=True)
     number(cfg, "update.stall_patience", 1, integer=True)
+    number(cfg, "update.eval_every", 1, integer=True)
+    if choice(cfg, "update.search", SEARCHES) == "bracket":
+        for key in ("update.recompute_every", "update.stall_boost"):
+            if get(cfg, key) is not None:
+                why = "must be null with update.search=bracket (it steps along one fixed direction); use search=linear"
+                raise ConfigError(f"{key}={get(cfg, key)}", why)
 
     number(cfg, "train.epochs", 0, integer=True)
     number(cfg, "train.lr", 0.0, lo_open=True)

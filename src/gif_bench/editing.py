@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from . import influence
 from .data import batches
 from .influence import tree
-from .registry import METHODS, SELECTORS, MethodSpec, validation_f1
+from .registry import METHODS, SELECTORS, MethodSpec
 from .tasks import Edit
 
 
@@ -30,41 +28,6 @@ class Direction:
     solve_seconds: float  # the solve alone
     problem: Problem | None = None  # what was solved (for measurements of the direction, e.g. gif_bench.study)
     stored: bool = False  # taken from a cache (its solve_seconds as measured when it was solved)
-
-
-@dataclass
-class Trajectory:
-    steps: list[dict[str, float]] = field(default_factory=list)
-    best: dict[str, float] | None = None
-    best_state: dict[str, Tensor] | None = None  # parameters of the best iterate
-    reached_threshold: bool = False
-    stop_reason: str = "max_steps"  # threshold (the task's stop rule held) | collapse | max_steps | epochs
-    seconds: float = 0.0
-    boosts: int = 0  # times the rate was multiplied by stall_boost
-
-    @property
-    def final(self) -> dict[str, float]:
-        return self.steps[-1]
-
-    def evaluate(
-        self,
-        model: nn.Module,
-        edit: Edit,
-        step: int,
-        metric_fn: Callable[[nn.Module, Edit], dict[str, float]],
-        score: Callable[[dict[str, float]], Any],
-        on_step: Callable[[dict[str, float], int], Any] | None = None,
-    ) -> dict[str, float]:
-        """Evaluate ``model`` as iterate ``step``, append it, and keep it (with its parameters)
-        if it is the first of the highest ``score`` so far."""
-        metrics = {"step": step, **metric_fn(model, edit)}
-        self.steps.append(metrics)
-        if on_step is not None:
-            on_step(metrics, step)
-        if self.best is None or score(metrics) > score(self.best):
-            self.best = metrics
-            self.best_state = {k: v.detach().clone() for k, v in model.named_parameters()}
-        return metrics
 
 
 def _functional(model: nn.Module) -> Callable[[dict[str, Tensor], Tensor], Tensor]:
@@ -243,74 +206,3 @@ def influence_direction(
     delta, info = method.direction(cfg, problem)
     end = time.perf_counter()
     return Direction(delta, problem.mask, info, end - start, end - solving, problem)
-
-
-def apply_updates(
-    model: nn.Module,
-    edit: Edit,
-    delta: dict[str, Tensor],
-    *,
-    rate: float,
-    max_steps: int,
-    stop: Callable[[dict[str, float]], bool],
-    metric_fn: Callable[[nn.Module, Edit], dict[str, float]],
-    score: Callable[[dict[str, float]], Any] = validation_f1,
-    on_step: Callable[[dict[str, float], int], Any] | None = None,
-    collapse_below: float = -math.inf,
-    recompute_every: int | None = None,
-    recompute: Callable[[int], dict[str, Tensor]] | None = None,
-    stall_boost: float | None = None,
-    stall_patience: int = 10,
-) -> Trajectory:
-    """θ ← θ + rate · Δθ/‖Δθ‖, evaluating after every step, until ``stop(metrics)`` (stop
-    reason ``threshold``), until the validation accuracy falls below ``collapse_below``
-    (``collapse``: the edit is destroying the model), or for ``max_steps`` steps.
-
-    The model is left at the final iterate; the best iterate is the first one of the highest
-    ``score`` (the task's; by default the validation F1), and its parameters are kept in
-    ``Trajectory.best_state``.
-
-    Iterative editing: with ``recompute_every=N``, after every N-th step Δθ is replaced by
-    ``recompute(step)`` (the direction re-linearised at the current iterate). With
-    ``stall_boost=c``, the rate is multiplied by c whenever progress stalls: U's accuracy
-    (``self_acc``) is no lower than it was ``stall_patience`` steps before (the paper's "γ × 5
-    when progress stalls"); the stall window then starts again.
-    """
-    if recompute_every is not None and (recompute is None or recompute_every < 1):
-        raise ValueError("recompute_every needs a positive interval and a recompute function")
-
-    def unit_step(direction: dict[str, Tensor]) -> dict[str, Tensor]:
-        norm = tree.norm(direction)
-        if not math.isfinite(norm) or norm == 0.0:
-            raise RuntimeError(f"the influence direction has norm {norm}; nothing to apply")
-        return tree.scale(direction, 1.0 / norm)
-
-    unit = unit_step(delta)
-    traj = Trajectory()
-    since_boost = 0
-    start = time.perf_counter()
-    bar = tqdm(range(1, max_steps + 1), desc="update", unit="step", leave=False, dynamic_ncols=True)
-    for step in bar:
-        with torch.no_grad():
-            for name, p in model.named_parameters():
-                p.add_(unit[name], alpha=rate)
-        metrics = traj.evaluate(model, edit, step, metric_fn, score, on_step)
-        bar.set_postfix(self_acc=f"{metrics['self_acc']:.2f}", test_acc=f"{metrics['test_acc']:.2f}")
-        traj.reached_threshold = stop(metrics)
-        if metrics["val_acc"] < collapse_below:  # checked first: forgetting by wrecking the model is a collapse
-            traj.stop_reason = "collapse"
-            break
-        if traj.reached_threshold:
-            traj.stop_reason = "threshold"
-            break
-        since_boost += 1
-        if stall_boost is not None and since_boost >= stall_patience and len(traj.steps) > stall_patience:
-            if metrics["self_acc"] >= traj.steps[-1 - stall_patience]["self_acc"]:
-                rate *= float(stall_boost)
-                traj.boosts += 1
-                since_boost = 0
-        if recompute_every is not None and step % recompute_every == 0 and step < max_steps:
-            unit = unit_step(recompute(step))
-    bar.close()
-    traj.seconds = time.perf_counter() - start
-    return traj

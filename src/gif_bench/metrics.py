@@ -75,9 +75,15 @@ def accuracy_and_loss(model: nn.Module, split: Split, batch_size: int | None = N
     return accuracies_and_losses(model, [split], batch_size)[0]
 
 
-def evaluate(model: nn.Module, edit: Edit, names: tuple[str, ...]) -> dict[str, tuple[float, float]]:
-    """:func:`accuracies_and_losses` on the evaluation sets ``names`` of ``edit``, by name."""
-    return dict(zip(names, accuracies_and_losses(model, [edit.eval_sets[n] for n in names])))
+def evaluate(
+    model: nn.Module, edit: Edit, names: tuple[str, ...], only: tuple[str, ...] | None = None
+) -> dict[str, tuple[float, float]]:
+    """:func:`accuracies_and_losses` on the evaluation sets ``names`` of ``edit``, by name; with
+    ``only``, the sets outside it are not evaluated and read ``(nan, nan)`` (the line search's
+    decisions read U and validation alone: :mod:`gif_bench.line_search`)."""
+    run = [n for n in names if only is None or n in only]
+    done = dict(zip(run, accuracies_and_losses(model, [edit.eval_sets[n] for n in run])))
+    return {n: done.get(n, (math.nan, math.nan)) for n in names}
 
 
 def common_of(results: dict[str, tuple[float, float]]) -> dict[str, float]:
@@ -91,10 +97,11 @@ def common_of(results: dict[str, tuple[float, float]]) -> dict[str, float]:
     return out
 
 
-def common(model: nn.Module, edit: Edit) -> dict[str, float]:
+def common(model: nn.Module, edit: Edit, only: tuple[str, ...] | None = None) -> dict[str, float]:
     """The metrics of every task (:data:`COMMON`): test / self / val accuracy and loss, and the
-    F1 of test (val) against self. A task's own metrics add to these (``gif_bench.tasks``)."""
-    return common_of(evaluate(model, edit, COMMON_SPLITS))
+    F1 of test (val) against self. A task's own metrics add to these (``gif_bench.tasks``).
+    ``only``: the evaluation sets to evaluate (:func:`evaluate`)."""
+    return common_of(evaluate(model, edit, COMMON_SPLITS, only))
 
 
 def gap(metrics: dict[str, float], reference: dict[str, float], task: str) -> float:

@@ -11,8 +11,19 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from . import storage  # noqa: E402
-from .registry import SELECTORS  # noqa: E402
-from .tables import edit_methods, label, selector_stats  # noqa: E402
+from .registry import METHODS, SELECTORS  # noqa: E402
+from .tables import edit_methods, label, oracle, selector_label, selector_stats  # noqa: E402
+
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h", "*", "p", "8", "d", "H", "1", "2", "3")
+# tab20's dark shades, then its light ones: twenty colours, no two methods alike below twenty
+COLOURS = tuple(matplotlib.colormaps["tab20"].colors[i] for i in (*range(0, 20, 2), *range(1, 20, 2)))
+
+
+def style(method: str) -> tuple[tuple[float, float, float], str]:
+    """A method's colour and marker, fixed by its place in the method registry: the same in every
+    figure, and no two methods share either (up to 18 methods)."""
+    index = list(METHODS).index(method) if method in METHODS else len(METHODS)
+    return COLOURS[index % len(COLOURS)], MARKERS[index % len(MARKERS)]
 
 
 def _save(fig, path: Path) -> Path:
@@ -49,9 +60,10 @@ def selector_study(rows: pd.DataFrame, path: Path, iterate: str = "best", title:
     return _save(fig, path)
 
 
-def trajectory_lines(rows: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """The lines of :func:`trajectories`: label → per-step frame, one per edit method in
-    registry order (the lowest seed and, for the partial methods, the smallest MR of ``rows``)."""
+def trajectory_lines(rows: pd.DataFrame) -> dict[str, tuple[str, pd.DataFrame]]:
+    """The lines of :func:`trajectories`: method → (label, per-step frame), one per edit method
+    in registry order (the lowest seed and, for the partial methods, the smallest MR of
+    ``rows``)."""
     seed = rows["seed"].min()
     lines = {}
     for method in edit_methods():
@@ -59,22 +71,86 @@ def trajectory_lines(rows: pd.DataFrame) -> dict[str, pd.DataFrame]:
         if runs.empty or not isinstance(runs["trajectory"].iloc[0], list):
             continue
         name = label(method) + (f" (MR {100 * runs['mr'].iloc[0]:g} %)" if runs["mr"].iloc[0] < 1 else "")
-        lines[name] = pd.DataFrame(runs["trajectory"].iloc[0])
+        lines[method] = (name, pd.DataFrame(runs["trajectory"].iloc[0]))
     return lines
 
 
 def trajectories(rows: pd.DataFrame, path: Path, title: str = "") -> Path:
-    """Self and test accuracy per update step, one line per method (:func:`trajectory_lines`)."""
+    """Self and test accuracy per update step, one line per method (:func:`trajectory_lines`),
+    each in its :func:`style`; the test split where it was evaluated (every ``update.eval_every``
+    steps, the final and the best iterate)."""
     fig, (ax_self, ax_test) = plt.subplots(1, 2, figsize=(10, 3.8), sharex=True)
-    for name, steps in trajectory_lines(rows).items():
-        ax_self.plot(steps["step"], steps["self_acc"], label=name)
-        ax_test.plot(steps["step"], steps["test_acc"], label=name)
+    for method, (name, steps) in trajectory_lines(rows).items():
+        colour, marker = style(method)
+        every = max(1, len(steps) // 8)  # markers sparse enough to read the lines
+        ax_self.plot(steps["step"], steps["self_acc"], color=colour, marker=marker, markevery=every, ms=5, label=name)
+        tested = steps.dropna(subset=["test_acc"]) if "test_acc" in steps else steps.iloc[:0]
+        ax_test.plot(tested["step"], tested["test_acc"], color=colour, marker=marker, ms=5, label=name)
     for ax, what in ((ax_self, "self accuracy (%)"), (ax_test, "test accuracy (%)")):
-        ax.set_xlabel("update step")
+        ax.set_xlabel("update step (unlearners: epoch)")
         ax.set_ylabel(what)
         ax.grid(alpha=0.3)
-    ax_test.legend(fontsize=8)
+    ax_test.legend(fontsize=7, ncol=2)
     fig.suptitle(title or f"Trajectories (seed {rows['seed'].min()})")
+    return _save(fig, path)
+
+
+def pareto_points(rows: pd.DataFrame, iterate: str = "best") -> pd.DataFrame:
+    """One point per edit line (method, selector, MR) of ``rows``: the gap to retraining
+    (``iterate``'s) as mean and 95 % CI over seeds, and the edit's seconds as geometric mean with
+    the 95 % CI of their logarithm (seconds span decades)."""
+    import numpy as np
+
+    from .stats import mean_ci
+
+    gap = {"best": "best_gap_to_retrain", "final": "gap_to_retrain"}[iterate]
+    edits = rows[(rows["method"] != oracle()) & (rows.get("status", "ok") == "ok")]
+    out = []
+    for (method, selector, mr), group in edits.groupby(["method", "selector", "mr"], sort=False):
+        seconds = pd.to_numeric(group["edit_seconds"], errors="coerce").to_numpy(dtype=float)
+        seconds = seconds[np.isfinite(seconds) & (seconds > 0)]
+        log_mean, log_ci = mean_ci(np.log10(seconds)) if len(seconds) else (float("nan"), float("nan"))
+        log_ci = 0.0 if pd.isna(log_ci) else log_ci
+        y, y_ci = mean_ci(pd.to_numeric(group[gap], errors="coerce"))
+        out.append(
+            dict(method=method, selector=selector, mr=mr, seconds=10**log_mean, low=10 ** (log_mean - log_ci),
+                 high=10 ** (log_mean + log_ci), gap=y, gap_ci=y_ci, seeds=group["seed"].nunique())
+        )  # fmt: skip
+    order = {m: i for i, m in enumerate(METHODS)}
+    return pd.DataFrame(out).sort_values(["method", "mr"], key=lambda c: c.map(order) if c.name == "method" else c)
+
+
+def pareto(rows: pd.DataFrame, path: Path, iterate: str = "best", title: str = "") -> Path:
+    """Gap to retraining against the edit's seconds (log scale): one point per method (and MR,
+    where a table has several) in its :func:`style`, 95 % CIs over seeds on both axes, and
+    retraining's seconds (mean over seeds, as its rows record them) as a vertical line: the
+    lower left is better, and left of the line is cheaper than retraining."""
+    pts = pareto_points(rows, iterate)
+    fig, ax = plt.subplots(figsize=(6.6, 4.4))
+    for method in (m for m in edit_methods() if m in set(pts["method"])):
+        colour, marker = style(method)
+        mine = pts[pts["method"] == method]
+        for i, p in enumerate(mine.itertuples()):  # a method's further lines (selectors, MRs): next markers
+            name = label(method)
+            if mine["selector"].nunique() > 1:
+                name += f", {selector_label(p.selector)}"
+            if mine["mr"].nunique() > 1:
+                name += f" (MR {100 * p.mr:g} %)"
+            ax.errorbar(
+                p.seconds, p.gap, xerr=[[p.seconds - p.low], [p.high - p.seconds]],
+                yerr=None if pd.isna(p.gap_ci) else p.gap_ci, color=colour, ms=7, capsize=2, elinewidth=0.8,
+                fmt=MARKERS[(MARKERS.index(marker) + i) % len(MARKERS)], label=name,
+            )  # fmt: skip
+    retrain = pd.to_numeric(rows.groupby("seed")["retrain_seconds"].first(), errors="coerce").dropna()
+    if len(retrain):
+        ax.axvline(retrain.mean(), color="black", linestyle="--", linewidth=1.2, label="retraining (its seconds)")
+    ax.set_xscale("log")
+    ax.set_ylim(bottom=-0.02 * max(ax.get_ylim()[1], 1.0))  # a gap is ≥ 0: a t-interval below it is cut
+    ax.set_xlabel("edit seconds (log scale; geometric mean, 95 % CI over seeds)")
+    ax.set_ylabel(f"gap to retraining (points, {'best' if iterate == 'best' else 'final'} iterate)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, ncol=2, loc="best")
+    ax.set_title(title or "Cost against gap to retraining (lower left is better)")
     return _save(fig, path)
 
 

@@ -94,19 +94,23 @@ COMMON_TRAJECTORY = ("step", "self_acc", "test_acc", "val_acc")
 class TaskSpec:
     """An edit task: which examples the update removes or corrects, and how it is judged.
 
-    ``build`` turns the dataset into an :class:`~gif_bench.tasks.Edit`; ``metrics`` evaluates a
-    model on it (every key of ``reported``); ``reported`` are the metrics a row carries for
+    ``build`` turns the dataset into an :class:`~gif_bench.tasks.Edit`; ``metrics(model, edit,
+    only=None)`` evaluates a model on it (every key of ``reported``; with ``only``, on those
+    evaluation sets alone, the others' metrics NaN); ``reported`` are the metrics a row carries for
     every model it describes (final, ``best_``, ``before_``, ``retrain_``); ``columns`` the
     table's, in order; ``gap_keys`` those averaged by ``gap_to_retrain``; ``trajectory`` the
     per-step fields a row keeps. The update loop stops at the first step where
     ``stop(metrics, cfg.task)`` holds, and the best iterate is the one of highest
-    ``score(metrics)``; neither may read the test split or the oracle.
+    ``score(metrics)``; neither may read the test split or the oracle. ``decides_on`` are the
+    evaluation sets that the stop rule, the score and the collapse check (validation accuracy)
+    read: the line search evaluates every iterate on these alone (:mod:`gif_bench.line_search`;
+    tests/test_line_search.py checks each task's rules against them).
     """
 
     name: str
     label: str
     build: Callable[[DictConfig, Data], Edit]
-    metrics: Callable[[nn.Module, Edit], dict[str, float]]
+    metrics: Callable[..., dict[str, float]]
     reported: tuple[str, ...]
     columns: tuple[Column, ...]
     gap_keys: tuple[str, ...]
@@ -114,6 +118,7 @@ class TaskSpec:
     validate: Validator = _no_checks
     stop: Callable[[dict[str, float], DictConfig], bool] = below_stop_self_acc
     score: Callable[[dict[str, float]], Any] = validation_f1
+    decides_on: tuple[str, ...] = ("self", "val")
 
 
 @dataclass(frozen=True)

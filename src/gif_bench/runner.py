@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import platform
 import resource
 import subprocess
@@ -13,7 +14,21 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from . import cost, editing, influence, metrics, models, rows, storage, study, tasks, tracking, train, unlearning
+from . import (
+    cost,
+    editing,
+    influence,
+    line_search,
+    metrics,
+    models,
+    rows,
+    storage,
+    study,
+    tasks,
+    tracking,
+    train,
+    unlearning,
+)
 from . import data as datasets
 from .config import canonicalize, resolve_device, validate
 from .errors import ConfigError
@@ -75,6 +90,8 @@ def base_row(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
         "max_val_drop": float(cfg["update"].max_val_drop),
         "recompute_every": cfg["update"].get("recompute_every"),
         "stall_boost": cfg["update"].get("stall_boost"),
+        "search": cfg["update"].search,
+        "eval_every": int(cfg["update"].eval_every),
         "stop_self_acc": float(cfg.task.stop_self_acc) if "stop_self_acc" in cfg.task else None,
         "hessian_samples": int(cfg.hessian.samples),
         "status": "running",
@@ -154,22 +171,32 @@ def _update_by_influence(cfg, model, edit, dataset, metric_fn, before_val_acc: f
         directions.append(editing.influence_direction(cfg, model, edit, mask=first.mask))
         return directions[-1].delta
 
-    traj = editing.apply_updates(
-        model,
-        edit,
-        first.delta,
-        rate=float(cfg["update"].rate),
-        max_steps=int(cfg["update"].max_steps),
+    update = cfg["update"]
+    common = dict(
+        rate=float(update.rate),
+        max_steps=int(update.max_steps),
         stop=lambda m: task.stop(m, cfg.task),
         metric_fn=counter.counted(metric_fn),
+        decide=counter.counted(lambda model, edit: metric_fn(model, edit, only=task.decides_on)),
         score=task.score,
-        collapse_below=before_val_acc - float(cfg["update"].max_val_drop),
+        collapse_below=before_val_acc - float(update.max_val_drop),
         on_step=tracker.log,
-        recompute_every=None if every is None else int(every),
-        recompute=recompute,
-        stall_boost=cfg["update"].get("stall_boost"),
-        stall_patience=int(cfg["update"].get("stall_patience", 10)),
     )
+    if update.search == "bracket":
+        traj = line_search.bracket_updates(model, edit, first.delta, **common)
+    else:
+        traj = line_search.apply_updates(
+            model,
+            edit,
+            first.delta,
+            **common,
+            eval_every=int(update.eval_every),
+            recompute_every=None if every is None else int(every),
+            recompute=recompute,
+            stall_boost=update.get("stall_boost"),
+            stall_patience=int(update.get("stall_patience", 10)),
+        )
+    search_seconds = traj.seconds
     edit_seconds = time.perf_counter() - start - not_the_edit
     hvps = sum(d.info.hvps for d in directions)
     gradients, rho_hvp = cost.influence_gradients(
@@ -187,6 +214,7 @@ def _update_by_influence(cfg, model, edit, dataset, metric_fn, before_val_acc: f
         solve_seconds=sum(d.solve_seconds for d in directions),
         rate_boosts=traj.boosts,
         edit_seconds=edit_seconds,
+        search_seconds=search_seconds,  # the line search's share of edit_seconds (recomputed directions included)
         eval_forwards=counter.examples,
         hvp_gradient_ratio=rho_hvp,
         edit_example_grads=gradients,
@@ -253,7 +281,8 @@ def _edit(
         reached_threshold=traj.reached_threshold,
         stop_reason=traj.stop_reason,
         update_seconds=row["edit_seconds"],
-        trajectory=[{k: s[k] for k in task.trajectory if k in s} for s in traj.steps],
+        # test metrics where evaluated: every update.eval_every steps, the final and the best
+        trajectory=[{k: s[k] for k in task.trajectory if k in s and not math.isnan(s[k])} for s in traj.steps],
     )
     if cfg.save_edited:
         final_state = {k: v.detach() for k, v in model.state_dict().items()}

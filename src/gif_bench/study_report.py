@@ -213,18 +213,6 @@ def paired_against_series(found: pd.DataFrame, task: str, iterate: str = "best")
     return pd.DataFrame(out)
 
 
-MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h", "*", "p", "8", "d")
-
-
-def style(method: str) -> tuple[str, str]:
-    """A method's colour and marker, fixed by its place in the registry (the same in every figure)."""
-    import matplotlib.pyplot as plt
-
-    index = list(METHODS).index(method) if method in METHODS else len(METHODS)
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    return colours[index % len(colours)], MARKERS[index % len(MARKERS)]
-
-
 # Lines joining a method's points: each family with the converged solution (its limit), sorted by ρ.
 PATHS = (("ridge", "-"), ("cg_k", "--"), ("kfac_damping", "-"))
 
@@ -279,7 +267,7 @@ def figure(found: pd.DataFrame, path: Path, iterate: str = "best", title: str = 
     for ax, task in zip(axes[0], tasks):
         pts = points(found, task, iterate)
         for method in (m for m in METHODS if m in set(pts["method"])):
-            colour, marker = style(method)
+            colour, marker = plots.style(method)
             mine = pts[(pts["method"] == method) & pts["x"].notna() & (pts["x"] > 0)]
             for family, dash in PATHS:
                 line = mine[mine["family"].isin((family, "converged"))].sort_values("x")

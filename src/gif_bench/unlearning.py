@@ -26,7 +26,8 @@ from torch import Tensor, nn
 
 from .checks import number
 from .data import Data, Split, batches
-from .editing import Trajectory, _edit_batch, _edit_loss
+from .editing import _edit_batch, _edit_loss
+from .line_search import Trajectory
 from .registry import MethodSpec
 from .tasks import Edit
 from .train import fit

@@ -88,13 +88,13 @@ def build(cfg: DictConfig, data: Data) -> Edit:
     )
 
 
-def evaluate(model: nn.Module, edit: Edit) -> dict[str, float]:
+def evaluate(model: nn.Module, edit: Edit, only: tuple[str, ...] | None = None) -> dict[str, float]:
     """Every backdoor metric of ``model``: the common ones, ``clean_acc`` (= ``test_acc``),
     ``corrupt_acc`` (= ``self_acc``: poisoned training images still predicted as the target),
     ``relabel_acc`` (poisoned training images predicted as their true class),
     ``attack_success`` (triggered test images of other classes predicted as the target) and
     ``val_attack_success`` (the same on validation)."""
-    results = metrics.evaluate(model, edit, (*metrics.COMMON_SPLITS, "relabel", "attack", "attack_val"))
+    results = metrics.evaluate(model, edit, (*metrics.COMMON_SPLITS, "relabel", "attack", "attack_val"), only)
     out = metrics.common_of(results)
     out["clean_acc"] = out["test_acc"]
     out["corrupt_acc"] = out["self_acc"]

@@ -34,10 +34,10 @@ def build(cfg: DictConfig, data: Data) -> Edit:
     )
 
 
-def evaluate(model: nn.Module, edit: Edit) -> dict[str, float]:
+def evaluate(model: nn.Module, edit: Edit, only: tuple[str, ...] | None = None) -> dict[str, float]:
     """Every class-removal metric of ``model``: the common ones and ``forget_test_acc`` (test
     examples of the removed class)."""
-    results = metrics.evaluate(model, edit, (*metrics.COMMON_SPLITS, "forget_test"))
+    results = metrics.evaluate(model, edit, (*metrics.COMMON_SPLITS, "forget_test"), only)
     out = metrics.common_of(results)
     out["forget_test_acc"] = results["forget_test"][0]
     return out

@@ -55,11 +55,11 @@ def build(cfg: DictConfig, data: Data) -> Edit:
     )
 
 
-def evaluate(model: nn.Module, edit: Edit) -> dict[str, float]:
+def evaluate(model: nn.Module, edit: Edit, only: tuple[str, ...] | None = None) -> dict[str, float]:
     """Every label-change metric of ``model``: the common ones (``self_acc`` is the accuracy on U
     w.r.t. the old labels, what the edit unlearns) and ``changed_new_acc`` / ``changed_old_acc``
     / ``changed_new_loss`` (U w.r.t. the new / the old labels)."""
-    results = metrics.evaluate(model, edit, (*metrics.COMMON_SPLITS, "changed"))
+    results = metrics.evaluate(model, edit, (*metrics.COMMON_SPLITS, "changed"), only)
     out = metrics.common_of(results)
     out["changed_old_acc"] = out["self_acc"]
     out["changed_new_acc"], out["changed_new_loss"] = results["changed"]
