@@ -104,6 +104,17 @@ def test_bracket_best_is_the_first_of_the_highest_score_with_its_parameters():
     assert float(partial.best_state["weight"]) == 4.0  # its parameters, recomputed from t
 
 
+def test_bracket_points_past_the_final_are_not_iterates():
+    """Bisection evaluates points past the first stop (here 60 and 64): the linear search never
+    reaches them, so they are neither in the trajectory nor the best, though U is forgotten more."""
+    acc = lambda t: 100.0 if t < 58 else (0.5 if t == 58 else 0.0)  # noqa: E731
+    calls = []
+    traj, _ = _search("bracket", acc, calls=calls)
+    assert {60, 64} <= {t for t, _ in calls}
+    assert traj.final["step"] == traj.best["step"] == 58 and max(s["step"] for s in traj.steps) == 58
+    assert float(traj.best_state["weight"]) == 58.0
+
+
 def test_the_linear_search_evaluates_test_splits_only_where_reported():
     calls = []
     falls = lambda t: 100.0 if t < 23 else 0.5  # noqa: E731

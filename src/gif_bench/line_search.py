@@ -286,7 +286,9 @@ def bracket_updates(
         traj.reached_threshold = stop(final)
         traj.stop_reason = "collapse" if final["val_acc"] < collapse_below else "threshold"
     bar.close()
-    traj.steps.sort(key=lambda s: s["step"])
+    # The search ends at hi: bisection's points past it (where the stop rule or the collapse
+    # check held too) are not iterates of the edit, as the linear search never reaches them.
+    traj.steps = sorted((s for s in traj.steps if s["step"] <= hi), key=lambda s: s["step"])
     traj.final_step = hi
     # The best as the linear search picks it: the first (lowest step) of the highest score;
     # its parameters recomputed from t (evaluation order is not step order).
