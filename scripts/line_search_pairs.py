@@ -46,9 +46,7 @@ def pairs(linear: pd.DataFrame, bracket: pd.DataFrame) -> pd.DataFrame:
             b = pd.to_numeric(lin[metric], errors="coerce")
             result = stats.paired(a, b)
             same = int((a.reindex(b.index) == b).sum())
-            out.append(
-                dict(method=method, metric=metric, linear=b.mean(), bracket=a.mean(), **vars(result), same=same)
-            )
+            out.append(dict(method=method, metric=metric, linear=b.mean(), bracket=a.mean(), **vars(result), same=same))
     return pd.DataFrame(out)
 
 

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from gif_bench import data as datasets
-from gif_bench import line_search, models, runner, tasks
+from gif_bench import line_search, models, rows, runner, tasks
 from gif_bench.errors import ConfigError
 from gif_bench.registry import TASKS
 
@@ -192,3 +192,15 @@ def test_bad_search_settings_are_refused_in_one_line(override, key, make_cfg):
     with pytest.raises(ConfigError, match=f"^{key}") as err:
         runner.run(make_cfg(*extra, override))
     assert "\n" not in str(err.value)
+
+
+def test_run_ids_are_those_of_before_the_search_options(make_cfg):
+    """``update.search=linear`` and any ``update.eval_every`` hash as a config without them (the
+    rows made before they existed keep their ids); ``bracket`` is another computation."""
+    from omegaconf import open_dict
+
+    before = make_cfg()
+    with open_dict(before):
+        del before["update"]["search"], before["update"]["eval_every"]
+    assert rows.run_id(make_cfg()) == rows.run_id(make_cfg("update.eval_every=1")) == rows.run_id(before)
+    assert rows.run_id(make_cfg("update.search=bracket")) != rows.run_id(before)

@@ -15,6 +15,20 @@ from . import storage
 # paper_series reaches the run only through solver=authors, whose resolved keys are hashed; the
 # solver study's study_grid only through the solver's and the method's damping (experiment=solver_study).
 NOT_IN_RUN_ID = ("paths", "logger", "force", "save_edited", "hydra", "profile", "paper_series", "study_grid")
+# Nested keys of the same kind: update.eval_every sets how densely the trajectory records the
+# test splits, not the final or best iterate (tests/test_line_search.py).
+NOT_IN_RUN_ID_NESTED = ("update.eval_every",)
+# Options hashed only away from the value that computes what runs did before they existed, so
+# that adding one keeps every earlier run id (and its rows and cached results).
+HASHED_UNLESS = {"update.search": "linear"}
+
+
+def _pop(spec: dict, dotted: str, unless: object = None, always: bool = True) -> None:
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        spec = spec.get(key) if isinstance(spec, dict) else None
+    if isinstance(spec, dict) and leaf in spec and (always or spec[leaf] == unless):
+        del spec[leaf]
 
 
 def run_id(cfg: DictConfig) -> str:
@@ -25,6 +39,10 @@ def run_id(cfg: DictConfig) -> str:
     spec = OmegaConf.to_container(cfg, resolve=True)
     for key in NOT_IN_RUN_ID:
         spec.pop(key, None)
+    for key in NOT_IN_RUN_ID_NESTED:
+        _pop(spec, key)
+    for key, value in HASHED_UNLESS.items():
+        _pop(spec, key, unless=value, always=False)
     spec["device"] = resolve_device(str(cfg.device)).type
     return storage.digest(spec, length=12)
 
