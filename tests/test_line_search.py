@@ -113,6 +113,11 @@ def test_bracket_points_past_the_final_are_not_iterates():
     assert {60, 64} <= {t for t, _ in calls}
     assert traj.final["step"] == traj.best["step"] == 58 and max(s["step"] for s in traj.steps) == 58
     assert float(traj.best_state["weight"]) == 58.0
+    logged = []
+    _search("bracket", acc, on_step=lambda metrics, step: logged.append((step, "test_acc" in metrics)))
+    steps = [step for step, _ in logged]
+    assert steps == sorted(steps) and steps[-1] == 58  # in step order, as W&B needs, and only iterates
+    assert logged[-1][1] and not logged[0][1]  # the final with its test metrics, the rest without (NaN dropped)
 
 
 def test_the_linear_search_evaluates_test_splits_only_where_reported():

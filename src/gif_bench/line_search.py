@@ -265,7 +265,7 @@ def bracket_updates(
     def ends(t: int) -> bool:  # the stop rule or the collapse check holds at t
         if t not in seen:
             move(t)
-            seen[t] = traj.evaluate(model, edit, t, evaluation.at(t), score, on_step)
+            seen[t] = traj.evaluate(model, edit, t, evaluation.at(t), score)
             bar.update(max(0, t - bar.n))
             bar.set_postfix(step=t, self_acc=f"{seen[t]['self_acc']:.2f}", val_acc=f"{seen[t]['val_acc']:.2f}")
         m = seen[t]
@@ -296,4 +296,8 @@ def bracket_updates(
     move(int(traj.best["step"]))
     traj.best_state = {k: v.detach().clone() for k, v in params.items()}
     move(hi)
-    return _finish(traj, model, edit, evaluation, start)
+    _finish(traj, model, edit, evaluation, start)
+    if on_step is not None:  # in step order (W&B drops a step lower than one already logged)
+        for s in traj.steps:
+            on_step({k: v for k, v in s.items() if not _missing(v)}, int(s["step"]))
+    return traj
