@@ -251,7 +251,7 @@ def test_random_removal_stops_and_picks_by_the_validation_accuracy_alone():
     assert max([unseen_like, tie], key=spec.score) is tie  # same distance: the higher validation accuracy
 
 
-def test_one_pass_over_several_splits_gives_each_split_its_own_accuracy_and_loss():
+def test_each_split_gives_its_own_accuracy_and_loss():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(12, 4))
     splits = [Split(torch.randn(n, 3, 2, 2), torch.randint(0, 4, (n,))) for n in (7, 0, 300, 1)]
@@ -266,3 +266,33 @@ def test_one_pass_over_several_splits_gives_each_split_its_own_accuracy_and_loss
         assert acc == pytest.approx(by_hand)
         assert loss == pytest.approx(float(nn.functional.cross_entropy(logits, split.y)), rel=1e-5)
     assert metrics.accuracy_and_loss(model, splits[2]) == pytest.approx(got[2])
+
+
+def test_shared_logits_run_one_forward_per_split_for_every_metric_in_the_block():
+    """Inside ``metrics.shared_logits()`` the task's metrics and the oracle-relative ones read the
+    same forward of each evaluation set; outside, each call runs its own. Same numbers."""
+    from gif_bench import oracle
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 4))
+    test, own = (Split(torch.randn(n, 3, 2, 2), torch.randint(0, 4, (n,))) for n in (50, 20))
+    seen = []
+    model.register_forward_hook(lambda m, inputs, out: seen.append(len(inputs[0])))
+
+    def everything():
+        return metrics.accuracies_and_losses(model, [test, own]), oracle.logits(model, test), oracle.logits(model, own)
+
+    apart = everything()
+    assert sum(seen) == 2 * (50 + 20)
+    seen.clear()
+    with metrics.shared_logits():
+        together = everything()
+        with torch.no_grad():
+            model[1].bias.add_(1.0)  # (a block must not change the parameters: this shows why)
+        stale = metrics.accuracies_and_losses(model, [test])
+    assert sum(seen) == 50 + 20
+    assert together[0] == apart[0] and torch.equal(together[1], apart[1]) and torch.equal(together[2], apart[2])
+    assert stale[0] == together[0][0]  # the memo, not the new parameters: blocks are per iterate
+    seen.clear()
+    metrics.accuracies_and_losses(model, [test])  # outside any block: computed afresh
+    assert sum(seen) == 50

@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from . import metrics
 from .influence import tree
 from .registry import validation_f1
 
@@ -57,6 +58,7 @@ class Trajectory:
     seconds: float = 0.0
     boosts: int = 0  # times the rate was multiplied by stall_boost
     final_step: int | None = None  # the final iterate's step (None: the last of ``steps``)
+    report_seconds: float = 0.0  # of ``seconds``: evaluations for the row only (test splits, oracle metrics)
 
     @property
     def final(self) -> dict[str, float]:
@@ -84,17 +86,20 @@ class Trajectory:
             self.best_state = {k: v.detach().clone() for k, v in model.named_parameters()}
         return metrics
 
-    def complete(self, model: nn.Module, edit: Edit, full: MetricFn) -> None:
-        """Evaluate the final and the best iterate on every split (in place), where only the
-        decisions' splits were."""
+    def complete(self, model: nn.Module, edit: Edit, report: MetricFn, always: bool = False) -> None:
+        """Evaluate the final and the best iterate with ``report`` (in place): where only the
+        decisions' splits were evaluated, or at both with ``always`` (a ``report`` that adds
+        metrics of its own, as the runner's oracle-relative ones). Timed in ``report_seconds``."""
+        start = time.perf_counter()
         final = self.final
-        if _partial(final):
-            final.update(full(model, edit))
-            final.pop("_partial")
-        if self.best is not None and _partial(self.best):
+        if always or _partial(final):
+            final.update(report(model, edit))
+            final.pop("_partial", None)
+        if self.best is not None and self.best is not final and (always or _partial(self.best)):
             with swapped(model, self.best_state):
-                self.best.update(full(model, edit))
-            self.best.pop("_partial")
+                self.best.update(report(model, edit))
+            self.best.pop("_partial", None)
+        self.report_seconds += time.perf_counter() - start
 
 
 def _missing(value: Any) -> bool:
@@ -125,24 +130,38 @@ class swapped:
                 self.params[k].copy_(v)
 
 
-@dataclass(frozen=True)
+@dataclass
 class Evaluation:
     """How iterates are evaluated: ``full`` on every split; ``decide`` on the splits the stop
-    rule, the collapse check and the score read (``None``: ``full`` at every step, as before
-    this existed); ``every`` N steps ``full`` all the same (the trajectory plot's points)."""
+    rule, the collapse check and the score read (``None``: ``full`` at every step, all of it
+    the edit's); every ``every`` steps ``full`` all the same, for the trajectory plot, its
+    splits beyond ``decide``'s timed as reporting (``reporting_seconds``), not as the edit."""
 
     full: MetricFn
     decide: MetricFn | None = None
     every: int = 1
+    reporting_seconds: float = 0.0
 
     def at(self, step: int) -> MetricFn:
-        if self.decide is None or step % self.every == 0:
+        decide = self.decide
+        if decide is None:
             return self.full
+        if step % self.every:
 
-        def partial(model: nn.Module, edit: Edit) -> dict[str, float]:
-            return {**self.decide(model, edit), "_partial": True}
+            def partial(model: nn.Module, edit: Edit) -> dict[str, float]:
+                return {**decide(model, edit), "_partial": True}
 
-        return partial
+            return partial
+
+        def both(model: nn.Module, edit: Edit) -> dict[str, float]:
+            with metrics.shared_logits():  # full reuses decide's logits: its own time is the test splits'
+                decide(model, edit)
+                start = time.perf_counter()
+                out = self.full(model, edit)
+                self.reporting_seconds += time.perf_counter() - start
+            return out
+
+        return both
 
 
 def _unit(direction: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -152,10 +171,13 @@ def _unit(direction: dict[str, Tensor]) -> dict[str, Tensor]:
     return tree.scale(direction, 1.0 / norm)
 
 
-def _finish(traj: Trajectory, model: nn.Module, edit: Edit, evaluation: Evaluation, start: float) -> Trajectory:
-    traj.complete(model, edit, evaluation.full)
+def _finish(
+    traj: Trajectory, model: nn.Module, edit: Edit, evaluation: Evaluation, report: MetricFn | None, start: float
+) -> Trajectory:
+    traj.complete(model, edit, report or evaluation.full, always=report is not None)
     for s in traj.steps:
         s.pop("_partial", None)
+    traj.report_seconds += evaluation.reporting_seconds
     traj.seconds = time.perf_counter() - start
     return traj
 
@@ -178,13 +200,17 @@ def apply_updates(
     stall_patience: int = 10,
     decide: MetricFn | None = None,
     eval_every: int = 1,
+    report: MetricFn | None = None,
 ) -> Trajectory:
     """The paper's search: θ ← θ + rate · Δθ/‖Δθ‖, evaluating after every step, until
     ``stop(metrics)`` (stop reason ``threshold``), until the validation accuracy falls below
     ``collapse_below`` (``collapse``: the edit is destroying the model), or for ``max_steps``
     steps. ``metric_fn`` evaluates every split; with ``decide`` (the stop rule's, the collapse
     check's and the score's splits only) the steps are evaluated by ``decide`` and by
-    ``metric_fn`` only every ``eval_every`` steps and at the final and best iterates.
+    ``metric_fn`` only every ``eval_every`` steps and at the final and best iterates; with
+    ``report``, the final and best iterates are evaluated by it instead, whatever they were
+    (:meth:`Trajectory.complete`). The test splits' and ``report``'s evaluations are the row's,
+    not the edit's: ``Trajectory.report_seconds`` times them.
 
     The model is left at the final iterate; the best iterate is the first one of the highest
     ``score`` (the task's; by default the validation F1), and its parameters are kept in
@@ -226,7 +252,7 @@ def apply_updates(
         if recompute_every is not None and step % recompute_every == 0 and step < max_steps:
             unit = _unit(recompute(step))
     bar.close()
-    return _finish(traj, model, edit, evaluation, start)
+    return _finish(traj, model, edit, evaluation, report, start)
 
 
 def bracket_updates(
@@ -242,6 +268,7 @@ def bracket_updates(
     on_step: Callable[[dict[str, float], int], Any] | None = None,
     collapse_below: float = -math.inf,
     decide: MetricFn | None = None,
+    report: MetricFn | None = None,
 ) -> Trajectory:
     """The bracketing search (module doc): θ_t = θ̂ + t · rate · Δθ/‖Δθ‖ at t = 1, 2, 4, … until
     ``stop`` holds or validation accuracy is below ``collapse_below`` (or t = ``max_steps``),
@@ -296,7 +323,7 @@ def bracket_updates(
     move(int(traj.best["step"]))
     traj.best_state = {k: v.detach().clone() for k, v in params.items()}
     move(hi)
-    _finish(traj, model, edit, evaluation, start)
+    _finish(traj, model, edit, evaluation, report, start)
     if on_step is not None:  # in step order (W&B drops a step lower than one already logged)
         for s in traj.steps:
             on_step({k: v for k, v in s.items() if not _missing(v)}, int(s["step"]))

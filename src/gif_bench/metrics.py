@@ -17,12 +17,14 @@ Accuracies are percentages in [0, 100]; losses are means of the cross-entropy.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 if TYPE_CHECKING:
     from .tasks import Edit
@@ -40,33 +42,55 @@ COMMON = ("test_acc", "test_loss", "self_acc", "self_loss", "val_acc", "f1", "va
 COMMON_SPLITS = ("test", "self", "val")  # the evaluation sets COMMON is computed from
 
 
+_SHARED: ContextVar[dict | None] = ContextVar("gif_bench_shared_logits", default=None)
+
+
+@contextmanager
+def shared_logits() -> Iterator[None]:
+    """Within the block, a model's logits on a split are computed once and shared by every
+    metric that reads them (the task's accuracies and losses, the oracle-relative KL, agreement
+    and membership inference). For a block in which no parameter changes: the run's reported
+    iterates, each evaluated in its own block (gif_bench/runner.py, gif_bench/line_search.py)."""
+    token = _SHARED.set({})
+    try:
+        yield
+    finally:
+        _SHARED.reset(token)
+
+
+@torch.no_grad()
+def logits(model: nn.Module, split: Split, batch_size: int | None = None) -> Tensor:
+    """``model``'s logits (eval mode, float32, on the split's device) on ``split``; inside
+    :func:`shared_logits`, computed once per (model, split). ``batch_size``: by default 256 on a
+    CPU (faster there than larger batches, measured on digits at VGG-11 ×0.25), 1024 elsewhere."""
+    memo = _SHARED.get()
+    key = (id(model), id(split))
+    if memo is not None and key in memo:
+        return memo[key]
+    model.eval()
+    if batch_size is None:
+        batch_size = 256 if split.y.device.type == "cpu" else 1024
+    parts = [model(split.x[sl]).float() for sl in batches(len(split), batch_size)]
+    out = torch.cat(parts) if parts else torch.empty(0, device=split.y.device)
+    if memo is not None:
+        memo[key] = out
+    return out
+
+
 @torch.no_grad()
 def accuracies_and_losses(
     model: nn.Module, splits: Sequence[Split], batch_size: int | None = None
 ) -> list[tuple[float, float]]:
     """``(accuracy %, mean cross-entropy)`` of ``model`` (eval mode) on each split (NaN for an
-    empty one): the splits in one concatenated pass, the counts kept on the device and read back
-    once. ``batch_size``: by default 256 on a CPU (faster there than larger batches, measured on
-    digits at VGG-11 ×0.25), 1024 elsewhere."""
-    model.eval()
-    sizes = [len(s) for s in splits]
-    if sum(sizes) == 0:
-        return [(math.nan, math.nan) for _ in splits]
-    x = torch.cat([s.x for s in splits])
-    y = torch.cat([s.y for s in splits])
-    if batch_size is None:
-        batch_size = 256 if y.device.type == "cpu" else 1024
-    correct_parts, loss_parts = [], []
-    for sl in batches(len(y), batch_size):
-        logits = model(x[sl]).float()
-        correct_parts.append(logits.argmax(1) == y[sl])
-        loss_parts.append(F.cross_entropy(logits, y[sl], reduction="none"))
-    correct, losses = torch.cat(correct_parts), torch.cat(loss_parts)
-    owner = torch.repeat_interleave(torch.arange(len(splits), device=y.device), torch.tensor(sizes, device=y.device))
-    sums = torch.zeros(2, len(splits), dtype=torch.float64, device=y.device)
-    sums[0].index_add_(0, owner, correct.double())
-    sums[1].index_add_(0, owner, losses.double())
+    empty one), from :func:`logits`; the sums kept on the device and read back once."""
+    sums = torch.zeros(2, len(splits), dtype=torch.float64, device=splits[0].y.device if splits else "cpu")
+    for i, split in enumerate(splits):
+        if len(split):
+            z = logits(model, split, batch_size)
+            sums[0, i] = (z.argmax(1) == split.y).sum()
+            sums[1, i] = F.cross_entropy(z, split.y, reduction="sum").double()
     hits, total = sums.tolist()
+    sizes = [len(s) for s in splits]
     return [(100.0 * h / k, t / k) if k else (math.nan, math.nan) for h, t, k in zip(hits, total, sizes)]
 
 

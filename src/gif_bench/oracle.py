@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .data import Split, batches
+from . import metrics
+from .data import Split
 from .registry import Column
 
 if TYPE_CHECKING:
@@ -46,12 +47,10 @@ OF_THE_ORACLE = {"kl_retrain_test": 0.0, "kl_retrain_self": 0.0, "agree_retrain_
 MIA_MEMBERS = 2000  # retained training examples (and as many test examples) fitted, at most
 
 
-@torch.no_grad()
-def logits(model: nn.Module, split: Split, batch_size: int = 1024) -> Tensor:
-    """``model``'s logits on ``split`` in eval mode, as float32 on the CPU."""
-    model.eval()
-    parts = [model(split.x[sl]).float().cpu() for sl in batches(len(split), batch_size)]
-    return torch.cat(parts) if parts else torch.empty(0)
+def logits(model: nn.Module, split: Split) -> Tensor:
+    """``model``'s logits on ``split`` in eval mode, as float32 on the CPU (shared with the
+    task's metrics inside :func:`gif_bench.metrics.shared_logits`)."""
+    return metrics.logits(model, split).cpu()
 
 
 def kl_divergence(p_ref: Tensor, p: Tensor) -> float:

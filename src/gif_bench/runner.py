@@ -104,20 +104,15 @@ def base_row(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
     }
 
 
-def _measured_against(model, edit, reference: Reference, seed: int, state: dict | None = None) -> dict[str, float]:
-    """:func:`~gif_bench.oracle.measure` of ``model``, or of ``model`` with the parameters
-    ``state`` (restored afterwards)."""
-    if state is None:
-        return measure_against_oracle(model, edit, reference, seed)
-    params = dict(model.named_parameters())
-    kept = {k: v.detach().clone() for k, v in params.items()}
-    with torch.no_grad():
-        for k, v in state.items():
-            params[k].copy_(v)
-        out = measure_against_oracle(model, edit, reference, seed)
-        for k, v in kept.items():
-            params[k].copy_(v)
-    return out
+def _reporting(metric_fn, reference: Reference | None, seed: int):
+    """What a row reports of a model: the task's metrics and the oracle-relative ones
+    (:func:`~gif_bench.oracle.measure`), from one forward per evaluation set."""
+
+    def report(model, edit) -> dict[str, float]:
+        with metrics.shared_logits():
+            return {**metric_fn(model, edit), **measure_against_oracle(model, edit, reference, seed)}
+
+    return report
 
 
 def _unit_costs(cfg: DictConfig, model, edit: tasks.Edit) -> cost.UnitCosts:
@@ -148,7 +143,7 @@ def _solve_fields(direction: editing.Direction) -> dict[str, Any]:
     )
 
 
-def _update_by_influence(cfg, model, edit, dataset, metric_fn, before_val_acc: float, tracker, unit):
+def _update_by_influence(cfg, model, edit, dataset, metric_fn, before_val_acc: float, tracker, unit, report):
     """Select, solve and step along the direction (recomputed every ``update.recompute_every``
     steps); the trajectory and the row's cost fields (:mod:`gif_bench.cost`)."""
     task = TASKS[cfg.task.name]
@@ -176,11 +171,12 @@ def _update_by_influence(cfg, model, edit, dataset, metric_fn, before_val_acc: f
         rate=float(update.rate),
         max_steps=int(update.max_steps),
         stop=lambda m: task.stop(m, cfg.task),
-        metric_fn=counter.counted(metric_fn),
+        metric_fn=metric_fn,  # the test splits: the row's, not the edit's (uncounted, report_seconds)
         decide=counter.counted(lambda model, edit: metric_fn(model, edit, only=task.decides_on)),
         score=task.score,
         collapse_below=before_val_acc - float(update.max_val_drop),
         on_step=tracker.log,
+        report=report,
     )
     if update.search == "bracket":
         traj = line_search.bracket_updates(model, edit, first.delta, **common)
@@ -196,8 +192,8 @@ def _update_by_influence(cfg, model, edit, dataset, metric_fn, before_val_acc: f
             stall_boost=update.get("stall_boost"),
             stall_patience=int(update.get("stall_patience", 10)),
         )
-    search_seconds = traj.seconds
-    edit_seconds = time.perf_counter() - start - not_the_edit
+    search_seconds = traj.seconds - traj.report_seconds
+    edit_seconds = time.perf_counter() - start - not_the_edit - traj.report_seconds
     hvps = sum(d.info.hvps for d in directions)
     gradients, rho_hvp = cost.influence_gradients(
         hvps=hvps,
@@ -215,6 +211,7 @@ def _update_by_influence(cfg, model, edit, dataset, metric_fn, before_val_acc: f
         rate_boosts=traj.boosts,
         edit_seconds=edit_seconds,
         search_seconds=search_seconds,  # the line search's share of edit_seconds (recomputed directions included)
+        report_seconds=traj.report_seconds,  # evaluating for the row (test splits, oracle metrics): not the edit's
         eval_forwards=counter.examples,
         hvp_gradient_ratio=rho_hvp,
         edit_example_grads=gradients,
@@ -223,7 +220,7 @@ def _update_by_influence(cfg, model, edit, dataset, metric_fn, before_val_acc: f
     return traj, row
 
 
-def _update_by_unlearning(cfg, model, edit, dataset, metric_fn, before_val_acc: float, tracker, unit):
+def _update_by_unlearning(cfg, model, edit, dataset, metric_fn, before_val_acc: float, tracker, unit, report):
     """Train the method's :class:`~gif_bench.unlearning.Plan`; the trajectory (one step per
     epoch) and the row's cost fields (:mod:`gif_bench.cost`)."""
     task, method = TASKS[cfg.task.name], METHODS[cfg.method.name]
@@ -234,6 +231,7 @@ def _update_by_unlearning(cfg, model, edit, dataset, metric_fn, before_val_acc: 
         cfg, model, edit, dataset, plan, metric_fn=counter.counted(metric_fn), score=task.score, on_step=tracker.log
     )
     edit_seconds = time.perf_counter() - start
+    traj.complete(model, edit, report, always=True)  # the oracle-relative metrics of the final and best epochs
     epochs = unlearning.epochs(cfg)
     examples = epochs * len(plan.train_set)  # examples through forward and backward
     row = dict(
@@ -242,6 +240,7 @@ def _update_by_unlearning(cfg, model, edit, dataset, metric_fn, before_val_acc: 
         edit_examples=examples,
         n_selected=int(sum(m.sum() for m in plan.mask.values())) if plan.mask else models.n_params(model),
         edit_seconds=edit_seconds,
+        report_seconds=traj.report_seconds,
         eval_forwards=counter.examples,
         edit_example_grads=cost.unlearning_gradients(examples=examples, forwards=counter.examples, unit=unit),
         **_unit_fields(unit),
@@ -268,11 +267,10 @@ def _edit(
     task = TASKS[cfg.task.name]
     reported = task.reported
     update = _update_by_unlearning if METHODS[cfg.method.name].unlearn is not None else _update_by_influence
-    traj, row = update(cfg, model, edit, dataset, metric_fn, before_val_acc, tracker, unit)
-    row.update(_prefixed("", traj.final, reported))  # unprefixed: the final iterate
-    row.update(_prefixed("best_", traj.best, reported))  # best_: the best on validation
-    row.update(_measured_against(model, edit, reference, int(cfg.seed)))
-    row.update(_prefixed("best_", _measured_against(model, edit, reference, int(cfg.seed), traj.best_state), KEYS))
+    report = _reporting(metric_fn, reference, int(cfg.seed))
+    traj, row = update(cfg, model, edit, dataset, metric_fn, before_val_acc, tracker, unit, report)
+    row.update(_prefixed("", traj.final, (*reported, *KEYS)))  # unprefixed: the final iterate
+    row.update(_prefixed("best_", traj.best, (*reported, *KEYS)))  # best_: the best on validation
     row.update(
         gap_to_retrain=metrics.gap(traj.final, retrained, cfg.task.name),
         best_gap_to_retrain=metrics.gap(traj.best, retrained, cfg.task.name),
@@ -344,11 +342,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             model_cached=trained.cached,
             train_seconds=trained.seconds,
         )
-        before = metric_fn(model, edit)
-        row.update(_prefixed("before_", before, reported))
-        tracker.log(before, step=0)
         oracle = retrain_oracle(cfg, dataset, edit, device)
-        retrained = metric_fn(oracle.model, edit)
+        with metrics.shared_logits():  # one forward of the oracle per evaluation set
+            retrained = metric_fn(oracle.model, edit)
+            reference = Reference.of(oracle.model, edit)
+            as_oracle = measure_against_oracle(oracle.model, edit, reference, int(cfg.seed))
+        before = _reporting(metric_fn, reference, int(cfg.seed))(model, edit)
+        row.update(_prefixed("before_", before, (*reported, *KEYS)))
+        tracker.log({k: before[k] for k in reported}, step=0)
         row.update(_prefixed("retrain_", retrained, reported))
         retrain_gradients = cost.retrain_gradients(int(cfg.train.epochs), len(edit.retrain_set()))
         row.update(
@@ -356,9 +357,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             retrain_cached=oracle.cached,
             retrain_example_grads=retrain_gradients,
         )
-        reference = Reference.of(oracle.model, edit)
-        row.update(_prefixed("before_", _measured_against(model, edit, reference, int(cfg.seed)), KEYS))
-        as_oracle = _measured_against(oracle.model, edit, reference, int(cfg.seed))
         row["retrain_mia_efficacy"] = as_oracle["mia_efficacy"]  # the target; its KL and agreement are trivial
         if method.oracle:  # the oracle is the result
             row.update(_prefixed("", retrained, reported))
