@@ -79,7 +79,7 @@ def trajectories(rows: pd.DataFrame, path: Path, title: str = "") -> Path:
     """Self and test accuracy per update step, one line per method (:func:`trajectory_lines`),
     each in its :func:`style`; the test split where it was evaluated (every ``update.eval_every``
     steps, the final and the best iterate)."""
-    fig, (ax_self, ax_test) = plt.subplots(1, 2, figsize=(10, 3.8), sharex=True)
+    fig, (ax_self, ax_test) = plt.subplots(1, 2, figsize=(11.5, 3.8), sharex=True)
     for method, (name, steps) in trajectory_lines(rows).items():
         colour, marker = style(method)
         every = max(1, len(steps) // 8)  # markers sparse enough to read the lines
@@ -90,7 +90,7 @@ def trajectories(rows: pd.DataFrame, path: Path, title: str = "") -> Path:
         ax.set_xlabel("update step (unlearners: epoch)")
         ax.set_ylabel(what)
         ax.grid(alpha=0.3)
-    ax_test.legend(fontsize=7, ncol=2)
+    ax_test.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: no line hidden
     fig.suptitle(title or f"Trajectories (seed {rows['seed'].min()})")
     return _save(fig, path)
 
@@ -126,7 +126,7 @@ def pareto(rows: pd.DataFrame, path: Path, iterate: str = "best", title: str = "
     retraining's seconds (mean over seeds, as its rows record them) as a vertical line: the
     lower left is better, and left of the line is cheaper than retraining."""
     pts = pareto_points(rows, iterate)
-    fig, ax = plt.subplots(figsize=(6.6, 4.4))
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
     for method in (m for m in edit_methods() if m in set(pts["method"])):
         colour, marker = style(method)
         mine = pts[pts["method"] == method]
@@ -149,7 +149,7 @@ def pareto(rows: pd.DataFrame, path: Path, iterate: str = "best", title: str = "
     ax.set_xlabel("edit seconds (log scale; geometric mean, 95 % CI over seeds)")
     ax.set_ylabel(f"gap to retraining (points, {'best' if iterate == 'best' else 'final'} iterate)")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7, ncol=2, loc="best")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: no point hidden
     ax.set_title(title or "Cost against gap to retraining (lower left is better)")
     return _save(fig, path)
 
