@@ -372,3 +372,29 @@ def test_pixels_round_trip():
     pixels = d.to_pixels(d.test.x[:4])
     assert pixels.min() >= -1e-3 and pixels.max() <= 255 + 1e-3
     assert torch.allclose(d.from_pixels(pixels), d.test.x[:4], atol=1e-5)
+
+
+def test_a_dataset_is_read_once_per_process_and_each_load_gets_its_own_tensors(tmp_path, monkeypatch):
+    """data.load parses a dataset's files once per (config, folder) in a process (a multirun's
+    jobs share them); what a job changes in its splits does not reach the next job's."""
+    from gif_bench.registry import DATASETS, DatasetSpec
+
+    calls = []
+    real = DATASETS["synthetic"]
+
+    def counted(cfg, data_dir, seed):
+        calls.append(seed)
+        return real.load(cfg, data_dir, seed)
+
+    monkeypatch.setitem(DATASETS._entries, "synthetic", DatasetSpec("synthetic", counted, real.validate))
+    monkeypatch.setattr(data, "_SOURCES", {})
+    cfg = OmegaConf.load(CONF / "dataset" / "synthetic.yaml")
+    first = data.load(cfg, tmp_path)
+    first.train.y[:] = 0
+    first.train.x[:] = 0.0
+    second = data.load(cfg, tmp_path)
+    assert len(calls) == 1
+    assert (second.train.y != 0).any() and (second.train.x != 0).any()
+    other = OmegaConf.merge(cfg, {"split_seed": 1})
+    data.load(other, tmp_path)
+    assert len(calls) == 2  # another split seed is another dataset config
