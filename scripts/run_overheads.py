@@ -4,8 +4,9 @@ seconds (the edit's own and everything around it).
     python scripts/run_overheads.py experiment=quickstart force=true [overrides ...]
 
 Run it with the models cached (a first run trains them) so that training does not hide the
-rest, and with ``force=true`` (the second run repeats the first). Each phase is one function's cumulative time; they nest (the edit holds its solve and
-line search, the line search its reporting evaluations), so they do not add up to the total.
+rest, and with ``force=true`` (the second run repeats the first). Each phase is one function's
+cumulative time; they nest (the edit holds its solve and line search, the line search its
+reporting evaluations), so they do not add up to the total.
 """
 
 from __future__ import annotations
