@@ -179,3 +179,31 @@ def test_curvature_selector_scores_units_by_gradient_squared_over_fisher():
     assert len(best) == 2
     with pytest.raises(ValueError, match="curvature needs"):
         influence.select("curvature", probe, ratio=0.5)
+
+
+@pytest.mark.parametrize("eigen_corrected", [False, True])
+def test_kfac_solve_redoes_a_failed_float32_eigendecomposition_in_float64(eigen_corrected, monkeypatch):
+    """LAPACK's float32 ``eigh`` can fail on an ill-conditioned Kronecker factor (it did on
+    Fashion-MNIST): the solve then runs in float64, returns Δθ in the model's dtype and says so."""
+    import curvlinops.ekfac
+    import curvlinops.inverse
+
+    model, x, y = _mlp()
+    model, x = model.float(), x.float()
+    grad = {k: torch.randn_like(p) for k, p in model.named_parameters()}
+    kwargs = dict(eigen_corrected=eigen_corrected, damping=0.05, fisher_type="empirical")
+    real = torch.linalg.eigh
+
+    def fails_in_float32(matrix, *args, **kw):
+        if matrix.dtype == torch.float32:
+            raise torch.linalg.LinAlgError("linalg.eigh: The algorithm failed to converge")
+        return real(matrix, *args, **kw)
+
+    monkeypatch.setattr(curvlinops.inverse, "eigh", fails_in_float32)
+    monkeypatch.setattr(curvlinops.ekfac, "eigh", fails_in_float32)
+    delta, info = influence.kfac_solve(model, [(x, y)], grad, **kwargs)
+    assert "float64" in info.hvp and all(d.dtype == torch.float32 for d in delta.values())
+    wide = model.double()
+    expected, _ = influence.kfac_solve(wide, [(x.double(), y)], {k: v.double() for k, v in grad.items()}, **kwargs)
+    for name, d in delta.items():
+        torch.testing.assert_close(d, expected[name].float())
