@@ -71,7 +71,11 @@ def trajectory_lines(rows: pd.DataFrame) -> dict[str, tuple[str, pd.DataFrame]]:
         if runs.empty or not isinstance(runs["trajectory"].iloc[0], list):
             continue
         name = label(method) + (f" (MR {100 * runs['mr'].iloc[0]:g} %)" if runs["mr"].iloc[0] < 1 else "")
-        lines[method] = (name, pd.DataFrame(runs["trajectory"].iloc[0]))
+        first = runs.iloc[0]
+        # step 0: the model before the edit (the row's before_ metrics), where every line starts
+        start = {k: first.get(f"before_{k}") for k in ("self_acc", "test_acc", "val_acc")}
+        steps = [{"step": 0, **start}] if all(pd.notna(v) for v in start.values()) else []
+        lines[method] = (name, pd.DataFrame(steps + list(first["trajectory"])))
     return lines
 
 
