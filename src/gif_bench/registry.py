@@ -86,7 +86,6 @@ def validation_f1(metrics: dict[str, float]) -> tuple[float, float]:
     return metrics["val_f1"], metrics["val_acc"]
 
 
-COMMON_METRICS = ("test_acc", "test_loss", "self_acc", "self_loss", "val_acc", "f1", "val_f1")
 COMMON_TRAJECTORY = ("step", "self_acc", "test_acc", "val_acc")
 
 

@@ -94,7 +94,7 @@ def _cartesian_product(parsed: list) -> list[list[str]]:
     """Hydra's basic sweeper's expansion of parsed overrides into jobs.
 
     The one use of Hydra's private API (``hydra._internal``): Hydra exposes no public function
-    for it. ``tests/test_sweeps.py`` fails if Hydra moves or changes it.
+    for it. ``tests/test_experiments.py`` fails if Hydra moves or changes it.
     """
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 

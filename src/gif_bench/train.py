@@ -32,7 +32,6 @@ class Trained:
     model: nn.Module
     seconds: float
     cached: bool
-    path: Path
 
 
 def cache_key(cfg: DictConfig, train_set: Split) -> str:
@@ -156,11 +155,11 @@ def train_or_load(
         else:
             model.eval()
             log.info("loaded cached model %s", path)
-            return Trained(model, seconds, True, path)
+            return Trained(model, seconds, True)
     torch.manual_seed(int(cfg.seed))
     start = time.perf_counter()
     fit(model, data, train_set, cfg.train, int(cfg.seed), device)
     seconds = time.perf_counter() - start
     storage.save_torch(path, {"model": model.state_dict(), "seconds": seconds})
     log.info("trained in %.1fs, cached at %s", seconds, path)
-    return Trained(model, seconds, False, path)
+    return Trained(model, seconds, False)

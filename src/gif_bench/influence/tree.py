@@ -44,10 +44,6 @@ def project(a: Mapping[str, Tensor], mask: Mapping[str, Tensor] | None) -> Param
     return {k: torch.where(mask[k], t, torch.zeros((), dtype=t.dtype, device=t.device)) for k, t in a.items()}
 
 
-def is_finite(a: Mapping[str, Tensor]) -> bool:
-    return all(bool(torch.isfinite(t).all()) for t in a.values())
-
-
 def flatten(a: Mapping[str, Tensor]) -> Tensor:
     """Concatenate the tensors of ``a`` (key order) into one 1-d tensor."""
     return torch.cat([t.reshape(-1) for t in a.values()])
