@@ -92,7 +92,7 @@ def test_the_cpu_profile_runs_the_backdoor_table_on_real_mnist_with_the_papers_r
 AUTHORS_SETTINGS = {"table1": (7, 200), "fig3": (7, 200), "table2": (3, 30), "label_change": (5, 1000)}
 
 
-@pytest.mark.parametrize("profile", ["paper", "cpu"])
+@pytest.mark.parametrize("profile", ["paper", "cpu", "fmnist"])
 @pytest.mark.parametrize("experiment", [*AUTHORS_SETTINGS, "random_removal"])
 def test_every_experiment_solves_with_the_authors_series_for_its_table(experiment, profile):
     step, terms = AUTHORS_SETTINGS.get(experiment, AUTHORS_SETTINGS["table1"])
@@ -106,6 +106,23 @@ def test_every_experiment_solves_with_the_authors_series_for_its_table(experimen
     assert koh.method.form == "squared" and koh.solver.mu == step  # the paper's IF row, the same series
     converged = sweeps.compose([f"experiment={experiment}", f"profile={profile}", "method=gif", "solver=cg"])
     assert converged.solver.name == "cg" and "mu" not in converged.solver  # CG stays one override away
+
+
+@pytest.mark.parametrize("experiment", ["table1", "table2", "label_change", "random_removal", "fig3"])
+def test_the_fmnist_profile_runs_every_experiment_on_fashion_mnist_with_the_papers_mnist_setting(experiment):
+    grid = sweeps.expected_grid([f"experiment={experiment}", "profile=fmnist"])
+    assert set(grid["seed"]) == {0, 1, 2} and set(grid["mr"]) <= {0.05, 1.0}  # three seeds, MR 5 % (and 100 %)
+    cfg = sweeps.compose([f"experiment={experiment}", "profile=fmnist", "method=gif", "mr=0.05", "seed=0"])
+    assert (cfg.dataset.name, cfg.model.name, cfg.model.width) == ("fashion_mnist", "small_cnn", 1.0)
+    assert (cfg.train.name, cfg.train.epochs, cfg["update"].search) == ("mnist", 25, "linear")
+    assert cfg.hessian.samples == (2048 if experiment == "table2" else 512)  # the paper's tables'
+
+
+def test_make_reproduce_tables_runs_table1_and_table2_for_the_fmnist_profile():
+    out = subprocess.run(
+        ["make", "-n", "reproduce-tables", "PROFILE=fmnist"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    assert "for e in table1 table2; do" in out
 
 
 def test_the_command_line_narrows_an_experiments_sweep():
