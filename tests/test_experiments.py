@@ -114,8 +114,21 @@ def test_the_fmnist_profile_runs_every_experiment_on_fashion_mnist_with_the_pape
     assert set(grid["seed"]) == {0, 1, 2} and set(grid["mr"]) <= {0.05, 1.0}  # three seeds, MR 5 % (and 100 %)
     cfg = sweeps.compose([f"experiment={experiment}", "profile=fmnist", "method=gif", "mr=0.05", "seed=0"])
     assert (cfg.dataset.name, cfg.model.name, cfg.model.width) == ("fashion_mnist", "small_cnn", 1.0)
-    assert (cfg.train.name, cfg.train.epochs, cfg["update"].search) == ("mnist", 25, "linear")
+    assert (cfg.train.name, cfg.train.epochs) == ("mnist", 25)
     assert cfg.hessian.samples == (2048 if experiment == "table2" else 512)  # the paper's tables'
+    jobs = sweeps.sweep_jobs([f"experiment={experiment}", "profile=fmnist", "method=gif"])
+    ran = sweeps.compose(jobs[0])
+    # table1 and table2 bracket; table1 solves by CG-20 (the solver study's class-removal choice)
+    assert ran["update"].search == ("bracket" if experiment in ("table1", "table2") else "linear")
+    cg20 = experiment == "table1"
+    assert (ran.solver.name, ran.solver.max_iter, ran.solver.tol) == (
+        ("cg", 20, 0.0) if cg20 else ("authors", ran.solver.max_iter, 1e-9)
+    )
+    # the paper's computation stays one override away: the command line replaces the sweep's solver
+    paper = sweeps.compose(
+        sweeps.sweep_jobs([f"experiment={experiment}", "profile=fmnist", "solver=authors", "update.search=linear"])[0]
+    )
+    assert (paper.solver.name, paper.solver.tol, paper["update"].search) == ("authors", 1e-9, "linear")
 
 
 def test_make_reproduce_tables_runs_table1_and_table2_for_the_fmnist_profile():
