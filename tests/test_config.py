@@ -1,5 +1,7 @@
 """Bad input is refused before any work: one line naming the key, non-zero exit, nothing written."""
 
+import json
+
 import pytest
 from conftest import TINY, TINY_VGG, run_cli
 from omegaconf import OmegaConf
@@ -194,3 +196,42 @@ def test_a_refused_sweep_leaves_no_folder_behind(tmp_path):
     )
     assert proc.returncode == 2 and proc.stderr.strip().endswith("mr=2: must be a number in (0, 1]")
     assert list(root.rglob("*")) == []
+
+
+def test_a_sweep_with_one_bad_value_is_refused_in_one_line_before_any_job_runs(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    proc = run_cli("-m", "experiment=quickstart", "mr=0.05,1.5", "logger=none", f"paths.root={root}")
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert lines[0] == "gif-bench: error: job 1 of 2 (mr=1.5): mr=1.5: must be a number in (0, 1]"
+    assert list(root.rglob("*")) == []  # job 0 neither trained nor edited, and no sweep folder
+
+
+DIVERGING = ("solver=lissa", "solver.scale=1e-9", "solver.max_restarts=0")
+
+
+def test_a_failed_run_ends_in_one_line_naming_its_error_and_its_failed_row(tmp_path):
+    proc = run_cli(*TINY, *DIVERGING, f"paths.root={tmp_path}")
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("gif-bench")]
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr + proc.stdout, proc.stderr
+    (row_path,) = (tmp_path / "results").rglob("*.json")
+    assert lines == [
+        f"gif-bench: run failed: SolverDiverged: {json.loads(row_path.read_text())['error'][16:]} (its row: {row_path})"
+    ]
+    assert json.loads(row_path.read_text())["status"] == "failed"
+
+
+def test_a_sweep_goes_on_past_a_failed_job_and_exits_1_naming_it(tmp_path):
+    proc = run_cli("-m", *TINY, *DIVERGING, "method=gif,kfac", f"paths.root={tmp_path}")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr + proc.stdout, proc.stderr
+    status = {
+        r["method"]: r["status"]
+        for r in map(json.loads, (p.read_text() for p in (tmp_path / "results").rglob("*.json")))
+    }
+    assert status == {"gif": "failed", "kfac": "ok"}  # K-FAC, which has no series to diverge, still ran
+    assert (
+        proc.stderr.strip()
+        .splitlines()[-1]
+        .startswith("gif-bench: 1 job(s) of the sweep failed: job 0: SolverDiverged")
+    )

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from . import CONFIG_MODULE, quiet_torch_warnings
-from .errors import UserError
+from .callbacks import FAILED
+from .errors import RunFailed, UserError
 
 quiet_torch_warnings()
 
@@ -54,6 +57,16 @@ def main(cfg: DictConfig) -> float | None:
         _discard_run_dir(Path(str(cfg.paths.root)))
         print(f"gif-bench: error: {err}", file=sys.stderr)
         sys.exit(2)
+    except RunFailed as failure:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise failure.__cause__ from None
+        print(f"gif-bench: run failed: {failure}", file=sys.stderr)
+        hydra_cfg = HydraConfig.get()
+        if hydra_cfg.mode != RunMode.MULTIRUN:
+            sys.exit(1)
+        # in a sweep the other jobs go on; callbacks.SweepChecks exits 1 at its end, naming this one
+        (Path(hydra_cfg.runtime.output_dir) / FAILED).write_text(f"{failure}\n")
+        return None
     if row.get("status") == "skipped":  # not a run (a pair of the solver study's sweep): leave no folder
         _discard_run_dir(Path(str(cfg.paths.root)))
     return row.get("f1")

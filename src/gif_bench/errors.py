@@ -15,3 +15,9 @@ class ConfigError(UserError):
 
 class DatasetUnavailable(UserError):
     """A dataset is neither on disk nor downloadable."""
+
+
+class RunFailed(Exception):
+    """A run that started and failed (a diverging solver, a numerical error): its ``failed`` row
+    is written, and the message gives the error and the row's path. The original exception is its
+    ``__cause__`` (its traceback shown with ``HYDRA_FULL_ERROR=1``)."""

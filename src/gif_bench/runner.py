@@ -31,7 +31,7 @@ from . import (
 )
 from . import data as datasets
 from .config import canonicalize, resolve_device, validate
-from .errors import ConfigError
+from .errors import ConfigError, RunFailed, UserError
 from .influence import tree
 from .influence.methods import EXACT_MAX_PARAMS
 from .oracle import KEYS, Reference
@@ -388,7 +388,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         row["status"] = "ok"
     except Exception as err:
         row.update(status="failed", error=f"{type(err).__name__}: {err}")
-        raise
+        failure = err
     finally:
         row["peak_memory_mb"] = _peak_memory_mb(device)
         row["total_seconds"] = time.perf_counter() - started
@@ -396,6 +396,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         row["wandb_error"] = tracker.error  # W&B mirrors the row; its failures never lose it
         path = rows.write_row(cfg, row)
         tracker.finish(exit_code=0 if row["status"] == "ok" else 1)
+    if row["status"] == "failed":
+        if isinstance(failure, UserError):
+            raise failure  # the user's to fix (data missing, …): one line, as before the run
+        raise RunFailed(f"{row['error']} (its row: {path})") from failure
     log.info(
         "%s: test_acc %.2f (before %.2f), self_acc %.2f (before %.2f) after %d steps -> %s",
         row["status"],

@@ -21,7 +21,8 @@ from . import CONFIG_MODULE
 @contextmanager
 def _composer():
     """A function composing the config ``python -m gif_bench <overrides>`` would run, valid
-    inside the ``with`` block (Hydra's global state is restored after it).
+    inside the ``with`` block (Hydra's global state is restored after it; inside a running
+    ``python -m gif_bench`` the app's own, which reads the same config module).
 
     Hydra composes in two stages: the defaults tree from the config-group overrides, then the
     remaining ``key=value`` overrides applied in order to the merged config. A grid's jobs share
@@ -64,6 +65,11 @@ def _composer():
                 return compose("config", overrides=list(overrides))
         return cfg
 
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():  # inside a running app (callbacks.py): its search path
+        yield composer
+        return
     with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
         yield composer
 

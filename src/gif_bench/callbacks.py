@@ -1,0 +1,63 @@
+"""Hydra callbacks around a multirun: every job's config is checked before the first job runs,
+and the sweep's exit status says whether any job failed.
+
+Hydra's basic sweeper composes a sweep's jobs before launching them (so a misspelt group is
+refused at once) but leaves the values to the job: without :meth:`SweepChecks.on_multirun_start`
+``-m mr=0.05,1.5`` would train and edit job 0 before refusing job 1. A job that fails (a
+diverging solver, a numerical error) writes its ``failed`` row and a ``FAILED`` file in its
+Hydra folder and returns, so the other jobs go on; :meth:`SweepChecks.on_multirun_end` then
+exits 1, naming them.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from .errors import UserError
+
+FAILED = "FAILED"  # in a failed job's Hydra folder: its one-line error and its row's path
+
+
+def _basic_sweeper(config: DictConfig) -> bool:
+    """Whether the sweep's jobs are known in advance (Hydra's basic sweeper; Optuna's are not)."""
+    return str(OmegaConf.select(config, "hydra.sweeper._target_", default="")).endswith(".BasicSweeper")
+
+
+class SweepChecks(Callback):
+    """Validate every job of a basic sweep before any runs; exit 1 after a sweep with a failed job."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if not _basic_sweeper(config):
+            return  # Optuna's jobs exist only as it proposes them: each is checked when it starts
+        from hydra.errors import HydraException
+
+        from . import study, sweeps
+        from .config import validate
+
+        overrides = list(OmegaConf.to_container(config.hydra.overrides.task))
+        jobs = sweeps.sweep_jobs(overrides)
+        for number, job in enumerate(jobs):
+            try:
+                cfg = sweeps.compose(job)
+            except HydraException:
+                return  # not composable: Hydra's own check of the batch refuses it, in its words
+            try:
+                if study.prepare(cfg) is None:
+                    validate(cfg)
+            except UserError as err:
+                swept = " ".join(o for o in job if o not in overrides) or "the command line"
+                print(f"gif-bench: error: job {number} of {len(jobs)} ({swept}): {err}", file=sys.stderr)
+                sys.exit(2)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(str(OmegaConf.select(config, "hydra.sweep.dir")))
+        failed = sorted(sweep_dir.glob(f"*/{FAILED}"))
+        if failed:
+            lines = "; ".join(f"job {p.parent.name}: {p.read_text().strip()}" for p in failed)
+            print(f"gif-bench: {len(failed)} job(s) of the sweep failed: {lines}", file=sys.stderr)
+            sys.exit(1)
