@@ -17,7 +17,8 @@ def test_a_non_editable_install_composes_and_runs_from_another_directory(tmp_pat
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):  # a copy: the build leaves its build/ folder there
         shutil.copy(ROOT / name, source / name)
-    shutil.copytree(ROOT / "src", source / "src", ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"))
+    for folder in ("src", "conf"):
+        shutil.copytree(ROOT / folder, source / folder, ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"))
     install = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", "--target", str(target), str(source)],
         capture_output=True,
