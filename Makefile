@@ -33,5 +33,5 @@ reproduce-tables:  ## every experiment's sweep, then its tables and figures -> $
 	  $(PYTHON) -m gif_bench.report experiment=$$e profile=$(PROFILE) $(ARGS) --out $(REPORT_DIR) || missing=1; done; \
 	took=$$(( $$(date +%s) - start )); \
 	echo "make reproduce-tables PROFILE=$(PROFILE): $$took s, finished $$(date -u +%FT%TZ)" > $(REPORT_DIR)/reproduce.log; \
-	$(PYTHON) -c "from gif_bench.report import machine; print('machine:', machine())" >> $(REPORT_DIR)/reproduce.log; \
+	$(PYTHON) -c "from gif_bench.report_header import machine; print('machine:', machine())" >> $(REPORT_DIR)/reproduce.log; \
 	cat $(REPORT_DIR)/reproduce.log; exit $$missing

@@ -17,7 +17,7 @@ import torch
 
 from gif_bench import data as datasets
 from gif_bench import models, quiet_torch_warnings, sweeps, tasks, train
-from gif_bench.registry import TASKS
+from gif_bench.tasks import TASKS
 
 quiet_torch_warnings()
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from gif_bench import rows, stats, sweeps
-from gif_bench.report import machine
+from gif_bench.report_header import machine
 
 METRICS = ("steps", "best_step", "gap_to_retrain", "best_gap_to_retrain", "test_acc", "best_test_acc", "self_acc")
 COSTS = ("search_seconds", "edit_seconds", "eval_forwards", "speedup_vs_retrain")

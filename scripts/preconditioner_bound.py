@@ -22,7 +22,7 @@ import torch
 from gif_bench import data as datasets
 from gif_bench import editing, models, quiet_torch_warnings, sweeps, tasks, train
 from gif_bench.influence import tree
-from gif_bench.influence.methods import _Products
+from gif_bench.influence.methods import HessianProducts
 
 quiet_torch_warnings()
 
@@ -76,7 +76,7 @@ def main() -> None:
     model = models.build(cfg.model, data.in_channels, data.num_classes, cfg.dataset.image_size)
     train.train_or_load(cfg, model, data, edit.train_set, "cpu", Path(cfg.paths.cache))
     problem = editing.setup(cfg, model, edit)
-    products = _Products(problem.hessian_loss, problem.params, problem.mask, "linearize", problem.folded)
+    products = HessianProducts(problem.hessian_loss, problem.params, problem.mask, "linearize", problem.folded)
     flat_mask = tree.flatten(problem.mask)
     cols = flat_mask.nonzero().squeeze(1)
     start = time.perf_counter()

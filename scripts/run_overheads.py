@@ -27,7 +27,7 @@ PHASES = (
     ("train or load the model and the oracle", "gif_bench/train.py", "train_or_load"),
     ("the oracle's reference distributions", "gif_bench/oracle.py", "of"),
     ("evaluate a reported model (task + oracle metrics)", "gif_bench/runner.py", "report"),
-    ("oracle-relative metrics (KL, agreement, MIA)", "gif_bench/oracle.py", "measure"),
+    ("oracle-relative metrics (KL, agreement, MIA)", "gif_bench/oracle.py", "against_oracle"),
     ("... of which the membership-inference fit", "gif_bench/oracle.py", "mia_efficacy"),
     ("every accuracy and loss (the line search's included)", "gif_bench/metrics.py", "accuracies_and_losses"),
     ("time one gradient and one forward (cost units)", "gif_bench/runner.py", "_unit_costs"),

@@ -377,7 +377,7 @@ def test_pixels_round_trip():
 def test_a_dataset_is_read_once_per_process_and_each_load_gets_its_own_tensors(tmp_path, monkeypatch):
     """data.load parses a dataset's files once per (config, folder) in a process (a multirun's
     jobs share them); what a job changes in its splits does not reach the next job's."""
-    from gif_bench.registry import DATASETS, DatasetSpec
+    from gif_bench.data import DATASETS, DatasetSpec
 
     calls = []
     real = DATASETS["synthetic"]

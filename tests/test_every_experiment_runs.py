@@ -11,7 +11,7 @@ import pytest
 from conftest import run_cli, synthetic_like
 
 from gif_bench import runner, sweeps
-from gif_bench.registry import METHODS
+from gif_bench.methods import METHODS
 
 EXPERIMENTS = ("quickstart", "table1", "fig3", "table2", "label_change", "random_removal")
 PROFILES = ("paper", "cpu")

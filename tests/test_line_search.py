@@ -12,7 +12,7 @@ from torch import nn
 from gif_bench import data as datasets
 from gif_bench import line_search, models, rows, runner, tasks
 from gif_bench.errors import ConfigError
-from gif_bench.registry import TASKS
+from gif_bench.tasks import TASKS
 
 
 def _ray_model() -> nn.Module:

@@ -7,11 +7,12 @@ from hydra.core.config_store import ConfigStore
 
 from gif_bench import influence, metrics, plots, rows, runner, tables
 from gif_bench.checks import number
+from gif_bench.columns import Column
 from gif_bench.config import validate
 from gif_bench.errors import ConfigError
 from gif_bench.influence import tree
-from gif_bench.registry import METHODS, TASKS, Column, MethodSpec, TaskSpec
-from gif_bench.tasks import Edit
+from gif_bench.methods import METHODS, MethodSpec
+from gif_bench.tasks import TASKS, Edit, TaskSpec
 
 
 def _gradient_step(cfg, problem):

@@ -211,17 +211,17 @@ def test_relabelling_gradient_is_the_difference_of_old_and_new_label_gradients()
 
 
 def test_selectors_rank_a_relabelling_by_its_edit_loss():
-    from gif_bench.editing import _edit_batch, _edit_loss
+    from gif_bench.editing import edit_batch, edit_loss
 
     model, edit, x, y, index, new = _tiny_relabelling()
-    xs, ys = _edit_batch(edit, torch.arange(3))
+    xs, ys = edit_batch(edit, torch.arange(3))
     assert torch.equal(xs, x[index]) and torch.equal(ys, torch.stack([y[index], new], 1))
     logits = model(xs)
     ce = nn.functional.cross_entropy
-    assert torch.allclose(_edit_loss(logits, ys), ce(logits, y[index]) - ce(logits, new))
+    assert torch.allclose(edit_loss(logits, ys), ce(logits, y[index]) - ce(logits, new))
     removal = tasks.Edit(train_set=Split(x, y), removed_index=index)
-    xr, yr = _edit_batch(removal, torch.arange(3))
-    assert torch.equal(yr, y[index]) and torch.allclose(_edit_loss(model(xr), yr), ce(model(xr), yr))
+    xr, yr = edit_batch(removal, torch.arange(3))
+    assert torch.equal(yr, y[index]) and torch.allclose(edit_loss(model(xr), yr), ce(model(xr), yr))
 
 
 def test_random_removal_draws_a_seeded_share_optionally_within_a_class(digits):
@@ -238,7 +238,7 @@ def test_random_removal_draws_a_seeded_share_optionally_within_a_class(digits):
 
 
 def test_random_removal_stops_and_picks_by_the_validation_accuracy_alone():
-    from gif_bench.registry import TASKS
+    from gif_bench.tasks import TASKS
 
     spec = TASKS["random_removal"]
     still_memorised = {"self_acc": 100.0, "val_acc": 97.0, "test_acc": 10.0}

@@ -11,7 +11,7 @@ from torch import nn
 
 from gif_bench import runner, unlearning
 from gif_bench.data import Data, Split
-from gif_bench.registry import METHODS
+from gif_bench.methods import METHODS
 from gif_bench.tasks import Edit
 
 C, D, N = 3, 5, 24

@@ -14,13 +14,17 @@ import torch
 from omegaconf import DictConfig, open_dict
 
 from .checks import choice, get, is_number, number
+from .data import DATASETS
 from .errors import ConfigError
 from .influence import LINEAR_METHODS, SOLVERS
 from .influence.hvp import MODES as HVP_MODES
 from .influence.methods import PRECONDITIONERS
 from .influence.solvers import DIVERGENCE_RULES, STOPS
 from .line_search import SEARCHES
-from .registry import DATASETS, METHODS, MODELS, SELECTORS, TASKS
+from .methods import METHODS
+from .models import MODELS
+from .selectors import SELECTORS
+from .tasks import TASKS
 
 LOGGERS = ("wandb", "none")
 WANDB_MODES = ("offline", "online", "disabled")

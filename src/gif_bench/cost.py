@@ -12,7 +12,7 @@ one example through a forward and a backward pass of the model. Retraining costs
   evaluation forwards × ρ_fwd.
 
 ρ_fwd (a forward over a forward and backward) and the gradient's time are measured in the run
-itself (:func:`measure`), on a batch of the Hessian sample's size.
+itself (:func:`unit_costs`), on a batch of the Hessian sample's size.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .registry import Column
+from .columns import Column
 
 # The tables' cost column (the unlearning literature's RTE as a speed-up); it does not depend on
 # which iterate is reported, and retraining's is 1 by definition.
@@ -53,7 +53,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure(model: nn.Module, x: Tensor, y: Tensor, repeats: int = 3) -> UnitCosts:
+def unit_costs(model: nn.Module, x: Tensor, y: Tensor, repeats: int = 3) -> UnitCosts:
     """Median seconds per example of a gradient and of a forward of ``model`` (eval mode) on the
     batch ``(x, y)``, after one untimed call of each. The parameters' ``.grad`` is left as found."""
     model.eval()

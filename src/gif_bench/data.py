@@ -13,8 +13,10 @@ import hashlib
 import io
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,7 +27,7 @@ from torch import Tensor
 from . import storage
 from .checks import number
 from .errors import ConfigError, DatasetUnavailable
-from .registry import DATASETS, DatasetSpec
+from .registry import Registry, Validator, no_checks
 
 
 @dataclass
@@ -272,6 +274,17 @@ def _fashion_mnist_checks(cfg: DictConfig) -> None:
         )
 
 
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A dataset: ``load(cfg, data_dir, seed)`` returns ``(x_train, y_train, x_test, y_test)``
+    (images as N×C×H×W float tensors in [0, 1], labels as integer arrays)."""
+
+    name: str
+    load: Callable[..., tuple[Any, Any, Any, Any]]
+    validate: Validator = no_checks
+
+
+DATASETS: Registry[DatasetSpec] = Registry("dataset")
 for _spec in (
     DatasetSpec("digits", _digits),
     DatasetSpec("mnist5k", _mnist5k, validate=_padded_size),

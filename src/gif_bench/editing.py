@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -14,9 +14,9 @@ from torch import Tensor, nn
 
 from . import influence
 from .data import batches
+from .edit import Edit
 from .influence import tree
-from .registry import METHODS, SELECTORS, MethodSpec
-from .tasks import Edit
+from .selectors import SELECTORS
 
 
 @dataclass
@@ -39,7 +39,7 @@ def _functional(model: nn.Module) -> Callable[[dict[str, Tensor], Tensor], Tenso
     return logits
 
 
-def _edit_batch(edit: Edit, index: Tensor | slice) -> tuple[Tensor, Tensor]:
+def edit_batch(edit: Edit, index: Tensor | slice) -> tuple[Tensor, Tensor]:
     """Examples of U: images, and labels as learnt — stacked with the corrected ones, as an
     N×2 tensor, for a relabelling (the same images carry both)."""
     removed = edit.removed
@@ -48,9 +48,9 @@ def _edit_batch(edit: Edit, index: Tensor | slice) -> tuple[Tensor, Tensor]:
     return removed.x[index], torch.stack([removed.y[index], edit.corrected.y[index]], dim=1)
 
 
-def _edit_loss(logits: Tensor, y: Tensor, reduction: str = "mean") -> Tensor:
+def edit_loss(logits: Tensor, y: Tensor, reduction: str = "mean") -> Tensor:
     """U's loss as the edit sees it: ℓ(z) for a removal, ℓ(z) − ℓ(z') for a relabelling (``y``
-    from :func:`_edit_batch`). The selectors rank by it too: a relabelling's learnt labels are
+    from :func:`edit_batch`). The selectors rank by it too: a relabelling's learnt labels are
     near-perfectly fitted, so ℓ(z) alone has next to no gradient to rank by."""
     if y.dim() == 1:
         return F.cross_entropy(logits, y, reduction=reduction)
@@ -63,8 +63,8 @@ def removal_gradient(model: nn.Module, edit: Edit, params: dict[str, Tensor], ch
     logits = _functional(model)
 
     def summed(p: dict[str, Tensor], sl: slice) -> Tensor:
-        x, y = _edit_batch(edit, sl)
-        return _edit_loss(logits(p, x), y, reduction="sum")
+        x, y = edit_batch(edit, sl)
+        return edit_loss(logits(p, x), y, reduction="sum")
 
     grad = tree.zeros_like(params)
     for sl in batches(edit.u, chunk):
@@ -114,20 +114,29 @@ def solver_options(cfg: DictConfig) -> dict[str, Any]:
     return options
 
 
+class PosedFor(Protocol):
+    """What posing and solving an edit read of a method (a :class:`~gif_bench.methods.MethodSpec`)."""
+
+    uses_mask: bool
+    hessian_sample: str
+    direction: Callable[[DictConfig, Problem], tuple[dict[str, Tensor], influence.SolveInfo]] | None
+
+
 def setup(
     cfg: DictConfig,
     model: nn.Module,
     edit: Edit,
-    method: MethodSpec | None = None,
+    method: PosedFor | None = None,
     mask: dict[str, Tensor] | None = None,
 ) -> Problem:
-    """Pose ``edit`` for ``method`` (default: ``cfg.method``): draw the Hessian sample (from R,
-    or from the whole training set for ``hessian_sample="all"``) and the selector's sample of
-    U, compute g, and select J (or take ``mask`` as J, without selecting)."""
-    method = method or METHODS[cfg.method.name]
+    """Pose ``edit`` for ``method`` (its spec; ``None``: a method such as GIF, with a mask and
+    the Hessian sample from R): draw the Hessian sample (from R, or from the whole training set
+    for ``hessian_sample="all"``) and the selector's sample of U, compute g, and select J (or
+    take ``mask`` as J, without selecting)."""
+    hessian_sample = method.hessian_sample if method is not None else "retained"
     model.eval()
     gen = torch.Generator().manual_seed(int(cfg.seed))
-    pool = torch.arange(edit.m) if method.hessian_sample == "all" else edit.retained_index.cpu()
+    pool = torch.arange(edit.m) if hessian_sample == "all" else edit.retained_index.cpu()
     h_idx = pool[torch.randperm(len(pool), generator=gen)[: cfg.hessian.samples]].to(edit.train_set.y.device)
     x_h, y_h = edit.train_set.x[h_idx], edit.train_set.y[h_idx]
     s_idx = torch.randperm(edit.u, generator=gen)[: cfg.selector.samples].to(edit.removed.y.device)
@@ -140,7 +149,7 @@ def setup(
         return F.cross_entropy(logits(p, x_h), y_h)
 
     grad = removal_gradient(folded, edit, params)
-    if not method.uses_mask:  # every parameter, whatever the selector chose
+    if method is not None and not method.uses_mask:  # every parameter, whatever the selector chose
         mask = {k: torch.ones_like(v, dtype=torch.bool) for k, v in params.items()}
     elif mask is None:
         fisher = None
@@ -154,8 +163,8 @@ def setup(
             cfg.selector.name,
             model,
             ratio=float(cfg.mr),
-            batch=_edit_batch(edit, s_idx),
-            loss_fn=_edit_loss,
+            batch=edit_batch(edit, s_idx),
+            loss_fn=edit_loss,
             seed=int(cfg.seed),
             grad=grad,
             fisher=fisher,
@@ -184,19 +193,19 @@ def solve_library_method(
 
 def influence_direction(
     cfg: DictConfig,
+    method: PosedFor,
     model: nn.Module,
     edit: Edit,
     mask: dict[str, Tensor] | None = None,
     stored: Callable[[Problem], tuple[dict[str, Tensor], influence.SolveInfo, float] | None] | None = None,
 ) -> Direction:
     """Pose the edit (:func:`setup`) at the model's current parameters and solve for Δθ with
-    ``cfg.method``'s ``direction``; ``mask`` replaces the selector's J (a recomputed direction
+    ``method.direction`` (``cfg.method``'s spec); ``mask`` replaces the selector's J (a recomputed direction
     keeps the first one's). The Hessian sample is the same at every call (seeded by cfg.seed).
     ``stored(problem)``: this very solve's ``(Δθ, info, solve seconds)`` from a cache, or None
     (the solver study's stored references, :func:`gif_bench.study.stored_solve`); a stored solve
     counts the seconds it took when it was made, as a loaded oracle does."""
     start = time.perf_counter()
-    method = METHODS[cfg.method.name]
     problem = setup(cfg, model, edit, method, mask=mask)
     if stored is not None and (found := stored(problem)) is not None:
         delta, info, solve_seconds = found

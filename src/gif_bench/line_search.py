@@ -36,10 +36,10 @@ from tqdm.auto import tqdm
 
 from . import metrics
 from .influence import tree
-from .registry import validation_f1
+from .tasks.spec import validation_f1
 
 if TYPE_CHECKING:
-    from .tasks import Edit
+    from .edit import Edit
 
 MetricFn = Callable[[nn.Module, "Edit"], dict[str, float]]
 SEARCHES = ("linear", "bracket")

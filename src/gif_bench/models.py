@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from omegaconf import DictConfig
 from torch import nn
 
 from .checks import get, number
 from .errors import ConfigError
-from .registry import MODELS, ModelSpec
+from .registry import Registry, Validator, no_checks
 
 # The paper's CIFAR VGG-11: numbers are 3×3 conv widths, "M" a 2×2 max-pool.
 VGG11_LAYERS = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
@@ -125,6 +128,16 @@ def _vgg11(cfg: DictConfig) -> None:
         raise ConfigError(f"dataset.image_size={get(cfg, 'dataset.image_size')}", "model=vgg11 needs 32")
 
 
+@dataclass(frozen=True)
+class ModelSpec:
+    """A network: ``build(cfg, in_channels, num_classes, image_size)`` returns the module."""
+
+    name: str
+    build: Callable[[DictConfig, int, int, int], nn.Module]
+    validate: Validator = no_checks
+
+
+MODELS: Registry[ModelSpec] = Registry("model")
 for _spec in (
     ModelSpec(
         "vgg11", lambda cfg, c, k, s: VGG(VGG11_LAYERS, width=float(cfg.width), in_channels=c, num_classes=k), _vgg11

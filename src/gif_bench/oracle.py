@@ -28,11 +28,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import metrics
+from .columns import Column
 from .data import Split
-from .registry import Column
 
 if TYPE_CHECKING:
-    from .tasks import Edit
+    from .edit import Edit
 
 KEYS = ("kl_retrain_test", "kl_retrain_self", "agree_retrain_test", "mia_efficacy")
 # Every task's tables show them after the task's own columns; MIA efficacy has no direction
@@ -108,7 +108,7 @@ def _retained(edit: Edit, seed: int) -> Split:
     return edit.train_set.subset(index[pick.to(index.device)])
 
 
-def measure(model: nn.Module, edit: Edit, reference: Reference | None, seed: int = 0) -> dict[str, float]:
+def against_oracle(model: nn.Module, edit: Edit, reference: Reference | None, seed: int = 0) -> dict[str, float]:
     """Every key of :data:`KEYS` for ``model`` (only ``mia_efficacy`` without a reference)."""
     test, own = edit.eval_sets["test"], edit.eval_sets["self"]
     test_logits, self_logits = logits(model, test), logits(model, own)

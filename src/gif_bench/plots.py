@@ -11,7 +11,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from . import storage  # noqa: E402
-from .registry import METHODS, SELECTORS  # noqa: E402
+from .methods import METHODS  # noqa: E402
+from .selectors import SELECTORS  # noqa: E402
 from .tables import edit_methods, label, oracle, selector_label, selector_stats  # noqa: E402
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h", "*", "p", "8", "d", "H", "1", "2", "3")

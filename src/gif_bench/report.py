@@ -17,49 +17,13 @@ a Markdown table of the common columns and each task's columns.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import os
-import platform
 import sys
 from pathlib import Path
 
 import pandas as pd
-import torch
 
-from . import rows, storage, sweeps, tracking
-from .registry import TASKS
-
-
-def _cpu_model() -> str:
-    """The CPU's model name (``platform.processor()`` is empty on most Linux systems)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine() -> str:
-    cpu = _cpu_model()
-    gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
-    return f"{platform.system()} {cpu}, {os.cpu_count()} CPU cores{gpu}; torch {torch.__version__}"
-
-
-def _header(name: str, overrides: list[str], found: pd.DataFrame, grid: pd.DataFrame, iterate: str) -> str:
-    devices = ", ".join(sorted(set(found["device"]))) if len(found) else "–"
-    compute = pd.to_numeric(found.get("total_seconds", pd.Series(dtype=float))).sum() / 60
-    return (
-        f"# {name}\n\n"
-        f"- sweep: `python -m gif_bench {' '.join(overrides)}`\n"
-        f"- table: `python -m gif_bench.report {' '.join(overrides)}`\n"
-        f"- {len(found)} of {_runs(len(grid))} collected; iterate: {iterate} "
-        f"({'chosen on validation' if iterate == 'best' else 'the last step'}); mean ± 95 % CI (Student t) over seeds\n"
-        f"- runs on: {devices}; run time of the runs (training included): {compute:.1f} min\n"
-        f"- report made {dt.datetime.now().isoformat(timespec='seconds')} on {machine()}\n\n"
-    )
-
+from . import report_header, rows, storage, sweeps
+from .tasks import TASKS
 
 PAIRED_HEADER = (
     "**Paired against GIF** (same seeds, so the same trained model and oracle; mean of line − GIF, "
@@ -76,10 +40,6 @@ SELECTOR_HEADER = (
 )
 
 
-def _runs(n: int) -> str:
-    return f"{n} run" if n == 1 else f"{n} runs"
-
-
 def build(overrides: list[str], out: Path | None = None, iterate: str = "best") -> dict:
     """Write the experiment's tables and figures; returns what was written and what is missing."""
     cfg = sweeps.compose(sweeps.sweep_jobs(overrides)[0])  # paths, task and logger are not swept
@@ -93,11 +53,11 @@ def build(overrides: list[str], out: Path | None = None, iterate: str = "best") 
     found, missing = sweeps.match_grid(rows.collect(cfg.paths.root, name), grid)
     out = Path(out) if out is not None else Path(cfg.paths.root) / "reports"
     written: dict[str, Path] = {}
-    header = _header(name, overrides, found, grid, iterate)
+    header = report_header.header(name, overrides, found, grid, iterate, cfg)
     if missing.empty:
         gap = ""
     else:
-        gap = f"**Incomplete: {_runs(len(missing))} missing**\n\n{missing.to_markdown(index=False)}\n\n"
+        gap = f"**Incomplete: {report_header.runs(len(missing))} missing**\n\n{missing.to_markdown(index=False)}\n\n"
     if found.empty:
         return {"name": name, "written": written, "missing": missing, "table": None}
     from . import plots, tables  # matplotlib and scipy: only once there is something to report
@@ -133,19 +93,8 @@ def build(overrides: list[str], out: Path | None = None, iterate: str = "best") 
     written["markdown"] = storage.write_text(out / f"{name}.md", header + gap + markdown + "\n")
     written["latex"] = storage.write_text(out / f"{name}.tex", latex)
     written["csv"] = storage.write_atomic(out / f"{name}.csv", lambda tmp: table.to_csv(tmp, index=False))
-    _log_to_wandb(cfg, name, table, written)
+    report_header.log_to_wandb(cfg, name, table, written)
     return {"name": name, "written": written, "missing": missing, "table": table}
-
-
-def _log_to_wandb(cfg, name: str, table: pd.DataFrame, written: dict[str, Path]) -> None:
-    if cfg.logger.name != "wandb" or cfg.logger.mode == "disabled":
-        return
-    import wandb
-
-    run = tracking.init_wandb(cfg, Path(cfg.paths.root), job_type="report", name=f"{name}-report")
-    run.log({"table": wandb.Table(dataframe=table.astype(object).where(table.notna(), None))})
-    run.log({"figure": wandb.Image(str(written["figure"]))})
-    run.finish()
 
 
 ROW_COLUMNS = ("experiment", "task", "method", "selector", "solver", "mr", "seed", "status")
@@ -225,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     for kind, path in report["written"].items():
         print(f"{kind}: {path}")
     if not report["missing"].empty:
-        print(f"{report['name']}: {_runs(len(report['missing']))} missing:", file=sys.stderr)
+        print(f"{report['name']}: {report_header.runs(len(report['missing']))} missing:", file=sys.stderr)
         print(report["missing"].to_string(index=False), file=sys.stderr)
         return 0 if args.allow_missing else 1
     return 0

@@ -34,9 +34,9 @@ from .config import canonicalize, resolve_device, validate
 from .errors import ConfigError, RunFailed, UserError
 from .influence import tree
 from .influence.methods import EXACT_MAX_PARAMS
-from .oracle import KEYS, Reference
-from .oracle import measure as measure_against_oracle
-from .registry import METHODS, TASKS
+from .methods import METHODS
+from .oracle import KEYS, Reference, against_oracle
+from .tasks import TASKS
 
 log = logging.getLogger(__name__)
 
@@ -106,11 +106,11 @@ def base_row(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
 
 def _reporting(metric_fn, reference: Reference | None, seed: int):
     """What a row reports of a model: the task's metrics and the oracle-relative ones
-    (:func:`~gif_bench.oracle.measure`), from one forward per evaluation set."""
+    (:func:`~gif_bench.oracle.against_oracle`), from one forward per evaluation set."""
 
     def report(model, edit) -> dict[str, float]:
         with metrics.shared_logits():
-            return {**metric_fn(model, edit), **measure_against_oracle(model, edit, reference, seed)}
+            return {**metric_fn(model, edit), **against_oracle(model, edit, reference, seed)}
 
     return report
 
@@ -120,7 +120,7 @@ def _unit_costs(cfg: DictConfig, model, edit: tasks.Edit) -> cost.UnitCosts:
     the edit's clock starts)."""
     n = min(int(cfg.hessian.samples), edit.m)
     x, y = edit.train_set.x[:n], edit.train_set.y[:n]
-    return cost.measure(model, x, y)
+    return cost.unit_costs(model, x, y)
 
 
 def _unit_fields(unit: cost.UnitCosts) -> dict[str, float]:
@@ -149,7 +149,9 @@ def _update_by_influence(cfg, model, edit, dataset, metric_fn, before_val_acc: f
     task = TASKS[cfg.task.name]
     counter = cost.ForwardCounter()
     start = time.perf_counter()
-    first = editing.influence_direction(cfg, model, edit, stored=study.stored_solve(cfg, edit))
+    first = editing.influence_direction(
+        cfg, METHODS[cfg.method.name], model, edit, stored=study.stored_solve(cfg, edit)
+    )
     row: dict[str, Any] = _solve_fields(first)
     # Not the edit's own time: the solver study's measurements of Δθ (made before the steps move
     # θ̂), less a stored solve's seconds (counted as when it was solved, as a loaded oracle's are).
@@ -163,7 +165,7 @@ def _update_by_influence(cfg, model, edit, dataset, metric_fn, before_val_acc: f
     directions = [first]
 
     def recompute(_step: int) -> dict:
-        directions.append(editing.influence_direction(cfg, model, edit, mask=first.mask))
+        directions.append(editing.influence_direction(cfg, METHODS[cfg.method.name], model, edit, mask=first.mask))
         return directions[-1].delta
 
     update = cfg["update"]
@@ -346,7 +348,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         with metrics.shared_logits():  # one forward of the oracle per evaluation set
             retrained = metric_fn(oracle.model, edit)
             reference = Reference.of(oracle.model, edit)
-            as_oracle = measure_against_oracle(oracle.model, edit, reference, int(cfg.seed))
+            as_oracle = against_oracle(oracle.model, edit, reference, int(cfg.seed))
         before = _reporting(metric_fn, reference, int(cfg.seed))(model, edit)
         row.update(_prefixed("before_", before, (*reported, *KEYS)))
         tracker.log({k: before[k] for k in reported}, step=0)

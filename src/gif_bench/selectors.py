@@ -1,6 +1,22 @@
 """The parameter selectors of :func:`gif_bench.influence.select`, with their labels."""
 
-from .registry import SELECTORS, SelectorSpec
+from dataclasses import dataclass
+
+from .registry import Registry
+
+
+@dataclass(frozen=True)
+class SelectorSpec:
+    """A parameter selector of :func:`gif_bench.influence.select`; ``label`` names its line
+    in the selector study (``None``: not a selector the study compares, e.g. ``all``);
+    ``uses_fisher``: it scores with the empirical Fisher's diagonal on the Hessian sample."""
+
+    name: str
+    label: str | None
+    uses_fisher: bool = False
+
+
+SELECTORS: Registry[SelectorSpec] = Registry("selector")
 
 for _name, _label in (
     ("highest_k_outputs", "Highest-k outputs"),

@@ -68,7 +68,7 @@ from torch import Tensor
 
 from . import editing, influence, storage, train
 from .influence import tree
-from .registry import METHODS
+from .methods import METHODS
 
 log = logging.getLogger(__name__)
 

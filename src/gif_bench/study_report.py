@@ -16,8 +16,10 @@ from typing import Any
 
 import pandas as pd
 
-from . import rows, storage, sweeps
-from .registry import METHODS, TASKS, Column
+from . import report_header, rows, storage, sweeps
+from .columns import Column
+from .methods import METHODS
+from .tasks import TASKS
 
 SERIES = "series"  # the variant every line is paired against
 # The study's own columns: per run (not per iterate), each mean ± CI over seeds.
@@ -320,8 +322,6 @@ NOTES = (
 def build(overrides: list[str], out: Path | None = None, iterate: str = "best") -> dict:
     """Write the study's tables (Markdown, LaTeX, CSV), paired tests and figure; returns what
     was written and what is missing, as :func:`gif_bench.report.build`."""
-    from . import report
-
     grid = study_grid(overrides)
     cfg = sweeps.compose(sweeps.sweep_jobs(overrides)[0])
     name = str(grid["experiment"].iloc[0])
@@ -329,7 +329,7 @@ def build(overrides: list[str], out: Path | None = None, iterate: str = "best") 
     missing = missing[[*GRID_KEYS, "label"]]
     out = Path(out) if out is not None else Path(cfg.paths.root) / "reports"
     written: dict[str, Path] = {}
-    header = report._header(name, overrides, found, grid, iterate)
+    header = report_header.header(name, overrides, found, grid, iterate, cfg, varies="the task, its data, the solver")
     gap = ""
     if not missing.empty:
         gap = f"**Incomplete: {len(missing)} runs missing**\n\n{missing.to_markdown(index=False)}\n\n"
@@ -357,5 +357,5 @@ def build(overrides: list[str], out: Path | None = None, iterate: str = "best") 
     written["markdown"] = storage.write_text(out / f"{name}.md", body)
     written["latex"] = storage.write_text(out / f"{name}.tex", "\n".join(latex))
     written["csv"] = storage.write_atomic(out / f"{name}.csv", lambda tmp: table.to_csv(tmp, index=False))
-    report._log_to_wandb(cfg, name, table, written)
+    report_header.log_to_wandb(cfg, name, table, written)
     return {"name": name, "written": written, "missing": missing, "table": table}

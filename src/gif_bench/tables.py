@@ -13,10 +13,13 @@ import math
 import pandas as pd
 
 from . import cost
+from .columns import Column
+from .methods import METHODS
 from .oracle import COLUMNS as ORACLE_COLUMNS
 from .oracle import OF_THE_ORACLE
-from .registry import METHODS, SELECTORS, TASKS, Column
+from .selectors import SELECTORS
 from .stats import mean_ci, paired, significantly_best
+from .tasks import TASKS
 
 BEFORE = ("before", "before the edit")  # the reference line of the model before the edit
 

@@ -26,10 +26,9 @@ from torch import Tensor, nn
 
 from .checks import number
 from .data import Data, Split, batches
-from .editing import _edit_batch, _edit_loss
+from .edit import Edit
+from .editing import edit_batch, edit_loss
 from .line_search import Trajectory
-from .registry import MethodSpec
-from .tasks import Edit
 from .train import fit
 
 
@@ -88,9 +87,9 @@ def finetune_plan(edit: Edit) -> Plan:
 def grad_ascent_plan(edit: Edit) -> Plan:
     """Gradient ascent on U's loss; for a relabelling on ℓ(z) − ℓ(z′) (ascent on the learnt
     labels, descent on the corrected ones)."""
-    x, y = _edit_batch(edit, slice(None))
+    x, y = edit_batch(edit, slice(None))
     form = "ascent on U" if edit.corrected is None else "ascent on ℓ(U) − ℓ(U′)"
-    return Plan(Split(x, y), lambda logits, y: -_edit_loss(logits, y), form)
+    return Plan(Split(x, y), lambda logits, y: -edit_loss(logits, y), form)
 
 
 def random_label_plan(edit: Edit, num_classes: int, seed: int) -> Plan:
@@ -106,8 +105,8 @@ def saliency_mask(model: nn.Module, edit: Edit, sparsity: float, chunk: int = 51
     total = {k: torch.zeros_like(p) for k, p in params.items()}
     model.eval()
     for sl in batches(edit.u, chunk):
-        x, y = _edit_batch(edit, sl)
-        grads = torch.autograd.grad(_edit_loss(model(x), y, reduction="sum"), list(params.values()))
+        x, y = edit_batch(edit, sl)
+        grads = torch.autograd.grad(edit_loss(model(x), y, reduction="sum"), list(params.values()))
         for k, g in zip(params, grads):
             total[k] += g.detach()
     magnitude = torch.cat([g.abs().flatten() for g in total.values()])
@@ -176,19 +175,3 @@ def validate(cfg: DictConfig) -> None:
 
 
 RECIPE_KEYS = ("epochs", "published_train_epochs", "lr_factor")
-
-
-def unlearner(
-    name: str, label: str, plan: Callable[[DictConfig, nn.Module, Edit, Data], Plan], keys: tuple[str, ...] = ()
-) -> MethodSpec:
-    """The :class:`~gif_bench.registry.MethodSpec` of a fine-tuning unlearner: no mask, its
-    recipe's keys (:data:`RECIPE_KEYS`, plus ``keys``) and their validation."""
-    return MethodSpec(
-        name=name,
-        label=label,
-        unlearn=plan,
-        uses_mask=False,
-        family="unlearning",
-        keys=(*RECIPE_KEYS, *keys),
-        validate=validate,
-    )

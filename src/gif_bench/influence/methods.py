@@ -54,7 +54,7 @@ def _full_mask(params: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return {k: torch.ones_like(t, dtype=torch.bool) for k, t in params.items()}
 
 
-class _Products:
+class HessianProducts:
     """H and its mask-restricted forms; each built on first use (building one traces a graph).
 
     The restricted products of :func:`~gif_bench.influence.masked.masked_hvps` are used where
@@ -125,7 +125,7 @@ class LinearMethod:
     can solve ``K x = r`` directly.
     """
 
-    system: Callable[[_Products, Params], tuple[Operator, Operator, Params]]
+    system: Callable[[HessianProducts, Params], tuple[Operator, Operator, Params]]
     dense: Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
     place: Callable[[Tensor, Tensor, Tensor], Tensor]
     masked: bool = True
@@ -194,7 +194,7 @@ class System:
     params: Params
     grad: Params
     mask: dict[str, Tensor]
-    products: _Products | None
+    products: HessianProducts | None
 
 
 @dataclass(frozen=True)
@@ -421,7 +421,7 @@ def solve_linear(
     else:
         mask = {k: mask[k].to(device=params[k].device, dtype=torch.bool) for k in params}
     restricted_by = model if method.restricted else None
-    products = _Products(loss, params, mask, hvp, restricted_by) if solver.uses_products else None
+    products = HessianProducts(loss, params, mask, hvp, restricted_by) if solver.uses_products else None
     return _solve(method, System(loss, params, grad, mask, products), solver)
 
 
@@ -483,7 +483,7 @@ def second_order(
     p = u / m
     params = {k: v.detach() for k, v in params.items()}
     full = _full_mask(params)
-    products = _Products(loss, params, full, hvp, None) if solver.uses_products else None  # one trace, two solves
+    products = HessianProducts(loss, params, full, hvp, None) if solver.uses_products else None  # one trace, two solves
 
     def koh(rhs: Mapping[str, Tensor]) -> tuple[Params, SolveInfo]:
         return _solve(KOH, System(loss, params, {k: rhs[k] for k in params}, full, products), solver)

@@ -1,19 +1,40 @@
-"""The update methods: each module registers one :class:`~gif_bench.registry.MethodSpec`.
-
-The order of registration here is the order of tables and plots.
+"""The update methods. Each module defines its :class:`~gif_bench.methods.spec.MethodSpec`
+(``SPEC``; kfac.py two, ``SPECS``); they are registered in :data:`METHODS` here, in the order of
+tables and plots. A method of one's own: ``METHODS.register(MethodSpec(...))`` (README).
 """
-# isort: skip_file
 
-from . import gif  # noqa: F401
-from . import freezing  # noqa: F401
-from . import projecting  # noqa: F401
-from . import koh  # noqa: F401
-from . import second_order  # noqa: F401
-from . import kfac  # noqa: F401  (kfac and ekfac)
-from . import arnoldi  # noqa: F401
-from . import finetune  # noqa: F401
-from . import grad_ascent  # noqa: F401
-from . import random_label  # noqa: F401
-from . import l1_sparse  # noqa: F401
-from . import salun  # noqa: F401
-from . import retrain  # noqa: F401
+from . import (
+    arnoldi,
+    finetune,
+    freezing,
+    gif,
+    grad_ascent,
+    kfac,
+    koh,
+    l1_sparse,
+    projecting,
+    random_label,
+    retrain,
+    salun,
+    second_order,
+)
+from .spec import METHODS, MethodSpec, unlearner
+
+for _spec in (
+    gif.SPEC,
+    freezing.SPEC,
+    projecting.SPEC,
+    koh.SPEC,
+    second_order.SPEC,
+    *kfac.SPECS,
+    arnoldi.SPEC,
+    finetune.SPEC,
+    grad_ascent.SPEC,
+    random_label.SPEC,
+    l1_sparse.SPEC,
+    salun.SPEC,
+    retrain.SPEC,
+):
+    METHODS.register(_spec)
+
+__all__ = ["METHODS", "MethodSpec", "unlearner"]

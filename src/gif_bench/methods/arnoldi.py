@@ -10,7 +10,7 @@ from torch import Tensor
 from .. import influence
 from ..checks import number
 from ..editing import Problem
-from ..registry import METHODS, MethodSpec
+from .spec import MethodSpec
 
 
 def direction(cfg: DictConfig, problem: Problem) -> tuple[dict[str, Tensor], influence.SolveInfo]:
@@ -30,14 +30,12 @@ def _validate(cfg: DictConfig) -> None:
     number(cfg, "method.rank", 1, iterations, integer=True)
 
 
-METHODS.register(
-    MethodSpec(
-        name="arnoldi",
-        label="Arnoldi IF",
-        direction=direction,
-        uses_mask=False,
-        family="influence",
-        keys=("rank", "iterations"),
-        validate=_validate,
-    )
+SPEC = MethodSpec(
+    name="arnoldi",
+    label="Arnoldi IF",
+    direction=direction,
+    uses_mask=False,
+    family="influence",
+    keys=("rank", "iterations"),
+    validate=_validate,
 )

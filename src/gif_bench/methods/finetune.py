@@ -1,7 +1,7 @@
 """Fine-tuning (the unlearning literature's FT): train on R (a removal) or on the corrected
 training set (a relabelling); SalUn's recipe: 10 epochs at 0.1 × the training learning rate."""
 
-from ..registry import METHODS
-from ..unlearning import finetune_plan, unlearner
+from ..unlearning import finetune_plan
+from .spec import unlearner
 
-METHODS.register(unlearner("finetune", "Fine-tune", lambda cfg, model, edit, data: finetune_plan(edit)))
+SPEC = unlearner("finetune", "Fine-tune", lambda cfg, model, edit, data: finetune_plan(edit))

@@ -1,6 +1,6 @@
 """Freezing: the unselected parameters held constant, Δθ_J = H_JJ⁻¹ g_J."""
 
 from ..editing import solve_library_method
-from ..registry import METHODS, MethodSpec
+from .spec import MethodSpec
 
-METHODS.register(MethodSpec(name="freezing", label="Freezing", direction=solve_library_method))
+SPEC = MethodSpec(name="freezing", label="Freezing", direction=solve_library_method)

@@ -1,6 +1,6 @@
 """Generalized influence function: Δθ_J = (H_Jᵀ H_J)⁻¹ H_Jᵀ g, zero elsewhere."""
 
 from ..editing import solve_library_method
-from ..registry import METHODS, MethodSpec
+from .spec import MethodSpec
 
-METHODS.register(MethodSpec(name="gif", label="GIF", direction=solve_library_method))
+SPEC = MethodSpec(name="gif", label="GIF", direction=solve_library_method)

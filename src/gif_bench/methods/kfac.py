@@ -11,7 +11,7 @@ from .. import influence
 from ..checks import choice
 from ..editing import Problem
 from ..errors import ConfigError
-from ..registry import METHODS, MethodSpec
+from .spec import MethodSpec
 
 
 def _direction(eigen_corrected: bool):
@@ -37,15 +37,15 @@ def _validate(cfg: DictConfig) -> None:
         raise ConfigError(f"method.damping={damping}", "must be a number > 0, or null for 0.1 × the mean eigenvalue")
 
 
-for _name, _label, _corrected in (("kfac", "K-FAC IF", False), ("ekfac", "EK-FAC IF", True)):
-    METHODS.register(
-        MethodSpec(
-            name=_name,
-            label=_label,
-            direction=_direction(_corrected),
-            uses_mask=False,
-            family="influence",
-            keys=("damping", "fisher_type"),
-            validate=_validate,
-        )
+SPECS = tuple(
+    MethodSpec(
+        name=name,
+        label=label,
+        direction=_direction(corrected),
+        uses_mask=False,
+        family="influence",
+        keys=("damping", "fisher_type"),
+        validate=_validate,
     )
+    for name, label, corrected in (("kfac", "K-FAC IF", False), ("ekfac", "EK-FAC IF", True))
+)

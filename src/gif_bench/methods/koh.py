@@ -16,7 +16,7 @@ from torch import Tensor
 from .. import influence
 from ..checks import choice
 from ..editing import Problem, solve_library_method
-from ..registry import METHODS, MethodSpec
+from .spec import MethodSpec
 
 FORMS = ("squared", "classic")
 
@@ -32,13 +32,11 @@ def _validate(cfg: DictConfig) -> None:
     choice(cfg, "method.form", FORMS)
 
 
-METHODS.register(
-    MethodSpec(
-        name="koh",
-        label="Koh & Liang IF",
-        direction=direction,
-        uses_mask=False,
-        keys=("form",),
-        validate=_validate,
-    )
+SPEC = MethodSpec(
+    name="koh",
+    label="Koh & Liang IF",
+    direction=direction,
+    uses_mask=False,
+    keys=("form",),
+    validate=_validate,
 )

@@ -3,8 +3,8 @@ linearly over the run; 10 epochs at 0.1 × the training learning rate, α = 5·1
 
 from dataclasses import replace
 
-from ..registry import METHODS
-from ..unlearning import finetune_plan, unlearner
+from ..unlearning import finetune_plan
+from .spec import unlearner
 
 
 def plan(cfg, model, edit, data):
@@ -12,4 +12,4 @@ def plan(cfg, model, edit, data):
     return replace(base, l1=float(cfg.method.l1), form=f"{base.form} + decaying ℓ1")
 
 
-METHODS.register(unlearner("l1_sparse", "ℓ1-sparse", plan, keys=("l1",)))
+SPEC = unlearner("l1_sparse", "ℓ1-sparse", plan, keys=("l1",))

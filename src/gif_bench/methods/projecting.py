@@ -1,6 +1,6 @@
 """Projecting: the full influence H⁻¹ g, kept on the selected parameters."""
 
 from ..editing import solve_library_method
-from ..registry import METHODS, MethodSpec
+from .spec import MethodSpec
 
-METHODS.register(MethodSpec(name="projecting", label="Projecting", direction=solve_library_method))
+SPEC = MethodSpec(name="projecting", label="Projecting", direction=solve_library_method)

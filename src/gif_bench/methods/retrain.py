@@ -2,6 +2,6 @@
 labels corrected) with the original's recipe and seed. Every run computes it (cached, shared
 by every method of a setting) as the reference; as a method, it is the result itself."""
 
-from ..registry import METHODS, MethodSpec
+from .spec import MethodSpec
 
-METHODS.register(MethodSpec(name="retrain", label="retrain from scratch", uses_mask=False, oracle=True))
+SPEC = MethodSpec(name="retrain", label="retrain from scratch", uses_mask=False, oracle=True)

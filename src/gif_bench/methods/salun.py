@@ -4,8 +4,8 @@ at 0.13 × the training learning rate, half the parameters (SalUn's released rec
 
 from dataclasses import replace
 
-from ..registry import METHODS
-from ..unlearning import random_label_plan, saliency_mask, unlearner
+from ..unlearning import random_label_plan, saliency_mask
+from .spec import unlearner
 
 
 def plan(cfg, model, edit, data):
@@ -15,4 +15,4 @@ def plan(cfg, model, edit, data):
     return replace(base, mask=mask, form=f"{base.form} on the {sparsity:g} saliency mask")
 
 
-METHODS.register(unlearner("salun", "SalUn", plan, keys=("sparsity",)))
+SPEC = unlearner("salun", "SalUn", plan, keys=("sparsity",))

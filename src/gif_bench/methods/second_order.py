@@ -14,9 +14,9 @@ from torch import Tensor
 
 from .. import influence
 from ..checks import choice
-from ..editing import Problem, _edit_batch, _edit_loss
+from ..editing import Problem, edit_batch, edit_loss
 from ..influence import tree
-from ..registry import METHODS, MethodSpec
+from .spec import MethodSpec
 
 HESSIAN_U = ("gauss_newton", "exact")  # the curvature of the removal set
 
@@ -24,10 +24,10 @@ HESSIAN_U = ("gauss_newton", "exact")  # the curvature of the removal set
 def direction(cfg: DictConfig, problem: Problem) -> tuple[dict[str, Tensor], influence.SolveInfo]:
     edit, params, logits = problem.edit, problem.params, problem.logits
     u_idx = torch.randperm(edit.u, generator=problem.generator)[: cfg.hessian.samples].to(edit.removed.y.device)
-    x_u, y_u = _edit_batch(edit, u_idx)
+    x_u, y_u = edit_batch(edit, u_idx)
 
     def removed_output_loss(z: Tensor) -> Tensor:  # ≈ Σ_{z∈U} ℓ(z) [− ℓ(z')] from a sample of U
-        return _edit_loss(z, y_u, reduction="sum") * (edit.u / len(u_idx))
+        return edit_loss(z, y_u, reduction="sum") * (edit.u / len(u_idx))
 
     def removed_logits(p: dict[str, Tensor]) -> Tensor:
         return logits(p, x_u)
@@ -55,14 +55,12 @@ def _validate(cfg: DictConfig) -> None:
     choice(cfg, "method.hessian_u", HESSIAN_U)
 
 
-METHODS.register(
-    MethodSpec(
-        name="second_order",
-        label="Second-order IF",
-        direction=direction,
-        uses_mask=False,
-        hessian_sample="all",
-        keys=("hessian_u",),
-        validate=_validate,
-    )
+SPEC = MethodSpec(
+    name="second_order",
+    label="Second-order IF",
+    direction=direction,
+    uses_mask=False,
+    hessian_sample="all",
+    keys=("hessian_u",),
+    validate=_validate,
 )

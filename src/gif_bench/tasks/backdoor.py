@@ -8,11 +8,12 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from .. import metrics
+from .. import evaluation
 from ..checks import choice, get, number
+from ..columns import Column
 from ..data import Data, Split
-from ..registry import COMMON_TRAJECTORY, TASKS, Column, TaskSpec
-from .edit import Edit, generator
+from ..edit import Edit, generator
+from .spec import COMMON_TRAJECTORY, TaskSpec
 
 TRIGGERS = ("checkerboard", "patch")
 
@@ -94,8 +95,8 @@ def evaluate(model: nn.Module, edit: Edit, only: tuple[str, ...] | None = None) 
     ``relabel_acc`` (poisoned training images predicted as their true class),
     ``attack_success`` (triggered test images of other classes predicted as the target) and
     ``val_attack_success`` (the same on validation)."""
-    results = metrics.evaluate(model, edit, (*metrics.COMMON_SPLITS, "relabel", "attack", "attack_val"), only)
-    out = metrics.common_of(results)
+    results = evaluation.evaluate(model, edit, (*evaluation.COMMON_SPLITS, "relabel", "attack", "attack_val"), only)
+    out = evaluation.common_of(results)
     out["clean_acc"] = out["test_acc"]
     out["corrupt_acc"] = out["self_acc"]
     out["relabel_acc"] = results["relabel"][0]
@@ -114,22 +115,20 @@ def validate(cfg: DictConfig) -> None:
         number(cfg, "task.patch_size", 1, get(cfg, "dataset.image_size"), integer=True)
 
 
-TASKS.register(
-    TaskSpec(
-        name="backdoor",
-        label="backdoor",
-        build=build,
-        metrics=evaluate,
-        reported=(*metrics.COMMON, "clean_acc", "attack_success", "relabel_acc", "corrupt_acc", "val_attack_success"),
-        columns=(
-            Column("clean_acc", "max"),
-            Column("relabel_acc", "max"),
-            Column("attack_success", "min"),
-            Column("corrupt_acc", "min"),
-            Column("gap_to_retrain", "min"),
-        ),
-        gap_keys=("clean_acc", "relabel_acc", "attack_success"),
-        trajectory=(*COMMON_TRAJECTORY, "attack_success", "relabel_acc"),
-        validate=validate,
-    )
+SPEC = TaskSpec(
+    name="backdoor",
+    label="backdoor",
+    build=build,
+    metrics=evaluate,
+    reported=(*evaluation.COMMON, "clean_acc", "attack_success", "relabel_acc", "corrupt_acc", "val_attack_success"),
+    columns=(
+        Column("clean_acc", "max"),
+        Column("relabel_acc", "max"),
+        Column("attack_success", "min"),
+        Column("corrupt_acc", "min"),
+        Column("gap_to_retrain", "min"),
+    ),
+    gap_keys=("clean_acc", "relabel_acc", "attack_success"),
+    trajectory=(*COMMON_TRAJECTORY, "attack_success", "relabel_acc"),
+    validate=validate,
 )

@@ -5,11 +5,12 @@ from __future__ import annotations
 from omegaconf import DictConfig
 from torch import nn
 
-from .. import metrics
+from .. import evaluation
 from ..checks import get, number
+from ..columns import Column
 from ..data import Data
-from ..registry import TASKS, Column, TaskSpec
-from .edit import Edit
+from ..edit import Edit
+from .spec import TaskSpec
 
 
 def build(cfg: DictConfig, data: Data) -> Edit:
@@ -37,8 +38,8 @@ def build(cfg: DictConfig, data: Data) -> Edit:
 def evaluate(model: nn.Module, edit: Edit, only: tuple[str, ...] | None = None) -> dict[str, float]:
     """Every class-removal metric of ``model``: the common ones and ``forget_test_acc`` (test
     examples of the removed class)."""
-    results = metrics.evaluate(model, edit, (*metrics.COMMON_SPLITS, "forget_test"), only)
-    out = metrics.common_of(results)
+    results = evaluation.evaluate(model, edit, (*evaluation.COMMON_SPLITS, "forget_test"), only)
+    out = evaluation.common_of(results)
     out["forget_test_acc"] = results["forget_test"][0]
     return out
 
@@ -48,23 +49,21 @@ def validate(cfg: DictConfig) -> None:
     number(cfg, "task.target_class", 0, get(cfg, "dataset.num_classes") - 1, integer=True)
 
 
-TASKS.register(
-    TaskSpec(
-        name="class_removal",
-        label="class removal",
-        build=build,
-        metrics=evaluate,
-        reported=(*metrics.COMMON, "forget_test_acc"),
-        columns=(
-            Column("test_acc", "max"),
-            Column("test_loss", "min"),
-            Column("self_acc", "min"),
-            Column("self_loss", "max"),
-            Column("forget_test_acc", "min"),
-            Column("f1", "max"),
-            Column("gap_to_retrain", "min"),
-        ),
-        gap_keys=("test_acc", "self_acc", "forget_test_acc"),
-        validate=validate,
-    )
+SPEC = TaskSpec(
+    name="class_removal",
+    label="class removal",
+    build=build,
+    metrics=evaluate,
+    reported=(*evaluation.COMMON, "forget_test_acc"),
+    columns=(
+        Column("test_acc", "max"),
+        Column("test_loss", "min"),
+        Column("self_acc", "min"),
+        Column("self_loss", "max"),
+        Column("forget_test_acc", "min"),
+        Column("f1", "max"),
+        Column("gap_to_retrain", "min"),
+    ),
+    gap_keys=("test_acc", "self_acc", "forget_test_acc"),
+    validate=validate,
 )

@@ -7,12 +7,13 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from .. import metrics
+from .. import evaluation
 from ..checks import choice, get, number
+from ..columns import Column
 from ..data import Data, Split
+from ..edit import Edit, generator
 from ..errors import ConfigError
-from ..registry import COMMON_TRAJECTORY, TASKS, Column, TaskSpec
-from .edit import Edit, generator
+from .spec import COMMON_TRAJECTORY, TaskSpec
 
 MODES = ("class", "random")
 
@@ -59,8 +60,8 @@ def evaluate(model: nn.Module, edit: Edit, only: tuple[str, ...] | None = None) 
     """Every label-change metric of ``model``: the common ones (``self_acc`` is the accuracy on U
     w.r.t. the old labels, what the edit unlearns) and ``changed_new_acc`` / ``changed_old_acc``
     / ``changed_new_loss`` (U w.r.t. the new / the old labels)."""
-    results = metrics.evaluate(model, edit, (*metrics.COMMON_SPLITS, "changed"), only)
-    out = metrics.common_of(results)
+    results = evaluation.evaluate(model, edit, (*evaluation.COMMON_SPLITS, "changed"), only)
+    out = evaluation.common_of(results)
     out["changed_old_acc"] = out["self_acc"]
     out["changed_new_acc"], out["changed_new_loss"] = results["changed"]
     return out
@@ -79,22 +80,20 @@ def validate(cfg: DictConfig) -> None:
         number(cfg, "task.random_fraction", 0.0, 1.0, lo_open=True)
 
 
-TASKS.register(
-    TaskSpec(
-        name="label_change",
-        label="label change",
-        build=build,
-        metrics=evaluate,
-        reported=(*metrics.COMMON, "changed_new_acc", "changed_old_acc", "changed_new_loss"),
-        columns=(
-            Column("test_acc", "max"),
-            Column("changed_new_acc", "max"),
-            Column("changed_old_acc", "min"),
-            Column("f1", "max"),
-            Column("gap_to_retrain", "min"),
-        ),
-        gap_keys=("test_acc", "changed_old_acc", "changed_new_acc"),
-        trajectory=(*COMMON_TRAJECTORY, "changed_new_acc"),
-        validate=validate,
-    )
+SPEC = TaskSpec(
+    name="label_change",
+    label="label change",
+    build=build,
+    metrics=evaluate,
+    reported=(*evaluation.COMMON, "changed_new_acc", "changed_old_acc", "changed_new_loss"),
+    columns=(
+        Column("test_acc", "max"),
+        Column("changed_new_acc", "max"),
+        Column("changed_old_acc", "min"),
+        Column("f1", "max"),
+        Column("gap_to_retrain", "min"),
+    ),
+    gap_keys=("test_acc", "changed_old_acc", "changed_new_acc"),
+    trajectory=(*COMMON_TRAJECTORY, "changed_new_acc"),
+    validate=validate,
 )

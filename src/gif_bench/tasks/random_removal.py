@@ -17,12 +17,13 @@ from __future__ import annotations
 import torch
 from omegaconf import DictConfig
 
-from .. import metrics
+from .. import evaluation
 from ..checks import get, number
+from ..columns import Column
 from ..data import Data
+from ..edit import Edit, generator
 from ..errors import ConfigError
-from ..registry import TASKS, Column, TaskSpec
-from .edit import Edit, generator
+from .spec import TaskSpec
 
 
 def build(cfg: DictConfig, data: Data) -> Edit:
@@ -64,22 +65,20 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"task.within_class={within}", f"must be null or an integer in [0, {classes - 1}]")
 
 
-TASKS.register(
-    TaskSpec(
-        name="random_removal",
-        label="random removal",
-        build=build,
-        metrics=metrics.common,
-        reported=metrics.COMMON,
-        columns=(
-            Column("test_acc", "max"),
-            Column("self_acc", None),
-            Column("val_acc", "max"),
-            Column("gap_to_retrain", "min"),
-        ),
-        gap_keys=("test_acc", "self_acc"),
-        validate=validate,
-        stop=reached_validation,
-        score=unseen_like,
-    )
+SPEC = TaskSpec(
+    name="random_removal",
+    label="random removal",
+    build=build,
+    metrics=evaluation.common,
+    reported=evaluation.COMMON,
+    columns=(
+        Column("test_acc", "max"),
+        Column("self_acc", None),
+        Column("val_acc", "max"),
+        Column("gap_to_retrain", "min"),
+    ),
+    gap_keys=("test_acc", "self_acc"),
+    validate=validate,
+    stop=reached_validation,
+    score=unseen_like,
 )

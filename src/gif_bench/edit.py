@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from ..data import Split
+from .data import Split
 
 
 @dataclass

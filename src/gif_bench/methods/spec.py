@@ -1,0 +1,67 @@
+"""What the harness knows of an update method (:class:`MethodSpec`) and the registry of them,
+:data:`METHODS`; each module of this package registers its own."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from omegaconf import DictConfig
+from torch import Tensor, nn
+
+from ..data import Data
+from ..edit import Edit
+from ..editing import Problem
+from ..influence import SolveInfo
+from ..registry import Registry, Validator, no_checks
+from ..unlearning import RECIPE_KEYS, Plan, validate
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """An update method.
+
+    ``direction`` computes Δθ (and the solve's diagnostics) from the edit's :class:`Problem`;
+    the oracle (``oracle=True``, retraining from scratch) has none: its row is the retrained
+    model's. ``uses_mask=False`` means the update changes every parameter whatever the selector
+    chose, so its runs are canonicalised to ``mr=1``, selector ``all``. ``hessian_sample`` says
+    which training examples the Hessian sample is drawn from: ``retained`` (R) or ``all``.
+    ``keys`` are the method's own config keys (dropped from any other method's config, so that
+    a sweep over methods passing one of them runs every other method once).
+
+    A fine-tuning unlearner has ``unlearn`` instead of ``direction``: ``unlearn(cfg, model,
+    edit, data)`` returns the :class:`~gif_bench.unlearning.Plan` that
+    :func:`~gif_bench.unlearning.unlearn` trains. ``family`` groups methods in tables and
+    comparisons: ``paper`` (the paper's lineup, compared in its order), ``influence`` (other
+    influence estimators) or ``unlearning`` (fine-tuning unlearners).
+    """
+
+    name: str
+    label: str
+    direction: Callable[[DictConfig, Problem], tuple[dict[str, Tensor], SolveInfo]] | None = None
+    uses_mask: bool = True
+    hessian_sample: str = "retained"
+    oracle: bool = False
+    keys: tuple[str, ...] = ()
+    validate: Validator = no_checks
+    unlearn: Callable[[DictConfig, nn.Module, Edit, Data], Plan] | None = None
+    family: str = "paper"
+
+
+METHODS: Registry[MethodSpec] = Registry("method")
+
+
+def unlearner(
+    name: str, label: str, plan: Callable[[DictConfig, nn.Module, Edit, Data], Plan], keys: tuple[str, ...] = ()
+) -> MethodSpec:
+    """The :class:`MethodSpec` of a fine-tuning unlearner: no mask, its recipe's keys
+    (:data:`~gif_bench.unlearning.RECIPE_KEYS`, plus ``keys``) and their validation."""
+    return MethodSpec(
+        name=name,
+        label=label,
+        unlearn=plan,
+        uses_mask=False,
+        family="unlearning",
+        keys=(*RECIPE_KEYS, *keys),
+        validate=validate,
+    )
