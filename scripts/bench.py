@@ -25,8 +25,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from gif_bench import data as datasets
-from gif_bench import editing, influence, models, quiet_torch_warnings, sweeps, tasks, train
+from gif_bench import editing, influence, models, pipeline, quiet_torch_warnings, sweeps
 from gif_bench.influence import tree
 from gif_bench.influence.masked import masked_hvps
 
@@ -233,11 +232,9 @@ def solver_table(tol: float, lissa_cap: int, probes: int) -> list[SolverRow]:
     """
     cfg = sweeps.compose(["experiment=quickstart", "logger=none"])
     device = torch.device("cpu")
-    data = datasets.load(cfg.dataset, cfg.paths.data, device)
-    edit = tasks.build(cfg.task, data)
-    torch.manual_seed(int(cfg.seed))
-    model = models.build(cfg.model, data.in_channels, data.num_classes, cfg.dataset.image_size)
-    train.train_or_load(cfg, model, data, edit.train_set, device, Path(cfg.paths.cache))
+    prepared = pipeline.prepare(cfg, device)
+    pipeline.trained(prepared)
+    model, edit = prepared.model, prepared.edit
     problem = editing.setup(cfg, model, edit)  # the harness's GIF problem: Hessian sample, g, J
     rows: list[SolverRow] = []
 

@@ -13,10 +13,7 @@ import argparse
 import json
 import time
 
-import torch
-
-from gif_bench import data as datasets
-from gif_bench import models, quiet_torch_warnings, sweeps, tasks, train
+from gif_bench import pipeline, quiet_torch_warnings, sweeps, train
 from gif_bench.tasks import TASKS
 
 quiet_torch_warnings()
@@ -29,15 +26,14 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     cfg = sweeps.compose(args.overrides)
-    dataset = datasets.load(cfg.dataset, cfg.paths.data, "cpu")
-    edit = tasks.build(cfg.task, dataset)
+    prepared = pipeline.prepare(cfg, "cpu")
+    dataset, edit = prepared.dataset, prepared.edit
     base_epochs, base_milestones = int(cfg.train.epochs), list(cfg.train.get("milestones") or [])
     for epochs in args.epochs:
         cfg.train.epochs = epochs
         if args.scale_milestones and base_milestones:
             cfg.train.milestones = [round(m * epochs / base_epochs) for m in base_milestones]
-        torch.manual_seed(int(cfg.seed))
-        model = models.build(cfg.model, dataset.in_channels, dataset.num_classes, cfg.dataset.image_size)
+        model = prepared.network()  # the seeded initialisation, with this many epochs' recipe
         start = time.perf_counter()
         train.fit(model, dataset, edit.train_set, cfg.train, int(cfg.seed), "cpu")
         seconds = time.perf_counter() - start

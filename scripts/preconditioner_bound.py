@@ -15,12 +15,10 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
-from gif_bench import data as datasets
-from gif_bench import editing, models, quiet_torch_warnings, sweeps, tasks, train
+from gif_bench import editing, pipeline, quiet_torch_warnings, sweeps
 from gif_bench.influence import tree
 from gif_bench.influence.methods import HessianProducts
 
@@ -70,12 +68,9 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     cfg = sweeps.compose([*args.overrides, "logger=none"])
-    data = datasets.load(cfg.dataset, cfg.paths.data, "cpu")
-    edit = tasks.build(cfg.task, data)
-    torch.manual_seed(int(cfg.seed))
-    model = models.build(cfg.model, data.in_channels, data.num_classes, cfg.dataset.image_size)
-    train.train_or_load(cfg, model, data, edit.train_set, "cpu", Path(cfg.paths.cache))
-    problem = editing.setup(cfg, model, edit)
+    prepared = pipeline.prepare(cfg, "cpu")
+    pipeline.trained(prepared)
+    problem = editing.setup(cfg, prepared.model, prepared.edit)
     products = HessianProducts(problem.hessian_loss, problem.params, problem.mask, "linearize", problem.folded)
     flat_mask = tree.flatten(problem.mask)
     cols = flat_mask.nonzero().squeeze(1)

@@ -12,6 +12,8 @@ import pandas as pd  # noqa: E402
 
 from . import storage  # noqa: E402
 from .methods import METHODS  # noqa: E402
+from .rows import PREFIX  # noqa: E402
+from .rows import column as row_column  # noqa: E402
 from .selectors import SELECTORS  # noqa: E402
 from .tables import edit_methods, label, oracle, selector_label, selector_stats  # noqa: E402
 
@@ -49,7 +51,10 @@ def selector_study(rows: pd.DataFrame, path: Path, iterate: str = "best", title:
         x, mean, std = 100 * line["mr"].to_numpy(), line["mean"], line["std"].fillna(0)
         ax.plot(x, mean, marker="o", label=selector.label)
         ax.fill_between(x, mean - std, mean + std, alpha=0.15)
-    for prefix, style, name in (("before_", ":", "before the edit"), ("retrain_", "--", "retrained")):
+    for prefix, style, name in (
+        (PREFIX["before"], ":", "before the edit"),
+        (PREFIX["retrain"], "--", "retrained"),
+    ):
         ref = pd.to_numeric(rows[f"{prefix}test_acc"], errors="coerce").groupby(rows["seed"]).first().mean()
         ax.axhline(ref, color="grey", linestyle=style, linewidth=1, label=name)
     ax.set_xscale("log")
@@ -74,7 +79,7 @@ def trajectory_lines(rows: pd.DataFrame) -> dict[str, tuple[str, pd.DataFrame]]:
         name = label(method) + (f" (MR {100 * runs['mr'].iloc[0]:g} %)" if runs["mr"].iloc[0] < 1 else "")
         first = runs.iloc[0]
         # step 0: the model before the edit (the row's before_ metrics), where every line starts
-        start = {k: first.get(f"before_{k}") for k in ("self_acc", "test_acc", "val_acc")}
+        start = {k: first.get(row_column(k, "before")) for k in ("self_acc", "test_acc", "val_acc")}
         steps = [{"step": 0, **start}] if all(pd.notna(v) for v in start.values()) else []
         lines[method] = (name, pd.DataFrame(steps + list(first["trajectory"])))
     return lines

@@ -11,6 +11,22 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import storage
 
+# A row describes four models with the same metric names, told apart by a prefix (README, "Where
+# things go"): the final iterate (none), the best iterate on validation, the model before the
+# edit and the oracle retrained without U. Rows are written and read through these.
+PREFIX = {"final": "", "best": "best_", "before": "before_", "retrain": "retrain_"}
+
+
+def column(metric: str, model: str = "final") -> str:
+    """The row's column of ``metric`` for ``model`` (a key of :data:`PREFIX`)."""
+    return PREFIX[model] + metric
+
+
+def prefixed(model: str, values: dict[str, Any], keys) -> dict[str, Any]:
+    """``values``' ``keys`` (those present) as the row's columns for ``model``."""
+    return {column(k, model): values[k] for k in keys if k in values}
+
+
 # Keys that change where or how a run is recorded, not what it computes.
 # paper_series reaches the run only through solver=authors, whose resolved keys are hashed; the
 # solver study's study_grid only through the solver's and the method's damping (experiment=solver_study).

@@ -17,23 +17,20 @@ from omegaconf import DictConfig
 from . import (
     cost,
     editing,
-    influence,
     line_search,
     metrics,
     models,
+    pipeline,
     rows,
     storage,
     study,
     tasks,
     tracking,
-    train,
     unlearning,
 )
-from . import data as datasets
 from .config import canonicalize, resolve_device, validate
-from .errors import ConfigError, RunFailed, UserError
+from .errors import RunFailed, UserError
 from .influence import tree
-from .influence.methods import EXACT_MAX_PARAMS
 from .methods import METHODS
 from .oracle import KEYS, Reference, against_oracle
 from .tasks import TASKS
@@ -56,19 +53,6 @@ def _peak_memory_mb(device: torch.device) -> float:
         return torch.cuda.max_memory_allocated(device) / 2**20
     # ru_maxrss is in KiB on Linux: the process's peak resident set.
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _prefixed(prefix: str, values: dict[str, Any], keys) -> dict[str, Any]:
-    return {f"{prefix}{k}": values[k] for k in keys if k in values}
-
-
-def retrain_oracle(cfg: DictConfig, dataset, edit: tasks.Edit, device: torch.device) -> train.Trained:
-    """The model retrained from scratch on the edited training set, with the original's recipe
-    and seed. Cached by the training set's content, so every method, selector and MR of one
-    setting shares it."""
-    torch.manual_seed(int(cfg.seed))
-    fresh = models.build(cfg.model, dataset.in_channels, dataset.num_classes, cfg.dataset.image_size).to(device)
-    return train.train_or_load(cfg, fresh, dataset, edit.retrain_set(), device, Path(cfg.paths.cache))
 
 
 def base_row(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
@@ -251,28 +235,24 @@ def _update_by_unlearning(cfg, model, edit, dataset, metric_fn, before_val_acc: 
 
 
 def _edit(
-    cfg,
-    model,
-    edit,
-    dataset,
-    metric_fn,
+    prepared: pipeline.Prepared,
     before_val_acc: float,
-    retrained,
+    retrained: dict[str, float],
     reference: Reference,
     tracker,
-    edited_root,
-    run_id,
+    run_id: str,
     unit: cost.UnitCosts,
 ) -> dict:
     """Edit the model with ``cfg.method`` (an influence update or a fine-tuning unlearner); the
     row's fields for the final and best iterates and the edit's cost."""
+    cfg, model, edit, dataset = prepared.cfg, prepared.model, prepared.edit, prepared.dataset
     task = TASKS[cfg.task.name]
-    reported = task.reported
+    reported, metric_fn = task.reported, task.metrics
     update = _update_by_unlearning if METHODS[cfg.method.name].unlearn is not None else _update_by_influence
     report = _reporting(metric_fn, reference, int(cfg.seed))
     traj, row = update(cfg, model, edit, dataset, metric_fn, before_val_acc, tracker, unit, report)
-    row.update(_prefixed("", traj.final, (*reported, *KEYS)))  # unprefixed: the final iterate
-    row.update(_prefixed("best_", traj.best, (*reported, *KEYS)))  # best_: the best on validation
+    row.update(rows.prefixed("final", traj.final, (*reported, *KEYS)))  # unprefixed: the final iterate
+    row.update(rows.prefixed("best", traj.best, (*reported, *KEYS)))  # best_: the best on validation
     row.update(
         gap_to_retrain=metrics.gap(traj.final, retrained, cfg.task.name),
         best_gap_to_retrain=metrics.gap(traj.best, retrained, cfg.task.name),
@@ -287,7 +267,7 @@ def _edit(
     if cfg.save_edited:
         final_state = {k: v.detach() for k, v in model.state_dict().items()}
         best_state = {**final_state, **traj.best_state}
-        folder = edited_root / str(cfg.name) / run_id
+        folder = Path(cfg.paths.root) / "edited" / str(cfg.name) / run_id
         storage.save_torch(folder / "final.pt", final_state)
         storage.save_torch(folder / "best.pt", best_state)
         row["edited_dir"] = str(folder)
@@ -298,7 +278,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """Validate, train or load, edit, evaluate, and record one configuration.
 
     Returns the result row (also written atomically to ``rows.row_path(cfg)``). A finished
-    ``ok`` row is returned as is unless ``cfg.force``.
+    ``ok`` row is returned as is unless ``cfg.force``. A run that fails writes its ``failed`` row
+    and raises :class:`~gif_bench.errors.RunFailed` (or the :class:`UserError` that stopped it).
     """
     if (why := study.prepare(cfg)) is not None:  # a pair of the solver study's sweep that is not a run
         log.info("skipped: %s", why)
@@ -308,85 +289,17 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if not cfg.force and (done := rows.finished(cfg)) is not None:
         log.info("already done, skipping (force=true to re-run): %s", rows.row_path(cfg))
         return done
-
     started = time.perf_counter()
     device = resolve_device(cfg.device)
     if device.type == "cuda":  # jobs of a sweep share the process: measure this one alone
         torch.cuda.reset_peak_memory_stats(device)
-    root = Path(cfg.paths.root)
-    dataset = datasets.load(cfg.dataset, cfg.paths.data, device)
-    edit = tasks.build(cfg.task, dataset)
-    torch.manual_seed(int(cfg.seed))
-    model = models.build(cfg.model, dataset.in_channels, dataset.num_classes, cfg.dataset.image_size).to(device)
-    task, method = TASKS[cfg.task.name], METHODS[cfg.method.name]
-    metric_fn, reported = task.metrics, task.reported
-    if cfg.solver.name == "exact" and models.n_params(model) > EXACT_MAX_PARAMS:
-        raise ConfigError(
-            "solver=exact",
-            f"needs a model of at most {EXACT_MAX_PARAMS:,} parameters; this one has "
-            f"{models.n_params(model):,} (use solver=cg or solver=lissa)",
-        )
-
-    budget = sum(influence.layer_budget(m, float(cfg.mr)) for m in influence.selectable_layers(model).values())
-    if cfg.selector.name != "all" and budget == 0:
-        raise ConfigError(f"mr={cfg.mr}", "selects no parameter in any layer of this model; raise mr")
-
-    row = base_row(cfg, device)
-    row.update(study.row_fields(cfg))  # the solver study's variant (nothing outside it)
-    tracker = tracking.start(cfg, root)
+    prepared = pipeline.prepare(cfg, device)
+    row = {**base_row(cfg, device), **study.row_fields(cfg)}  # the solver study's variant (nothing outside it)
+    tracker = tracking.start(cfg, Path(cfg.paths.root))
     row["wandb_run_id"] = tracker.run_id
+    failure: Exception | None = None
     try:
-        trained = train.train_or_load(cfg, model, dataset, edit.train_set, device, Path(cfg.paths.cache))
-        row.update(
-            n_params=models.n_params(model),
-            n_train=edit.m,
-            n_removed=edit.u,
-            model_cached=trained.cached,
-            train_seconds=trained.seconds,
-        )
-        oracle = retrain_oracle(cfg, dataset, edit, device)
-        with metrics.shared_logits():  # one forward of the oracle per evaluation set
-            retrained = metric_fn(oracle.model, edit)
-            reference = Reference.of(oracle.model, edit)
-            as_oracle = against_oracle(oracle.model, edit, reference, int(cfg.seed))
-        before = _reporting(metric_fn, reference, int(cfg.seed))(model, edit)
-        row.update(_prefixed("before_", before, (*reported, *KEYS)))
-        tracker.log({k: before[k] for k in reported}, step=0)
-        row.update(_prefixed("retrain_", retrained, reported))
-        retrain_gradients = cost.retrain_gradients(int(cfg.train.epochs), len(edit.retrain_set()))
-        row.update(
-            retrain_seconds=oracle.seconds,  # as recorded when it was trained, also when loaded
-            retrain_cached=oracle.cached,
-            retrain_example_grads=retrain_gradients,
-        )
-        row["retrain_mia_efficacy"] = as_oracle["mia_efficacy"]  # the target; its KL and agreement are trivial
-        if method.oracle:  # the oracle is the result
-            row.update(_prefixed("", retrained, reported))
-            row.update(_prefixed("best_", retrained, reported))
-            row.update(as_oracle)
-            row.update(_prefixed("best_", as_oracle, KEYS))
-            row.update(steps=0, best_step=0, update_seconds=oracle.seconds, gap_to_retrain=0.0)
-            row.update(best_gap_to_retrain=0.0, edit_seconds=oracle.seconds, edit_example_grads=retrain_gradients)
-        else:
-            edited = _edit(
-                cfg,
-                model,
-                edit,
-                dataset,
-                metric_fn,
-                before["val_acc"],
-                retrained,
-                reference,
-                tracker,
-                root / "edited",
-                row["run_id"],
-                _unit_costs(cfg, model, edit),
-            )
-            row.update(edited)
-        row.update(
-            speedup_vs_retrain=cost.speedup(row["retrain_seconds"], row["edit_seconds"]),
-            gradient_speedup_vs_retrain=cost.speedup(retrain_gradients, row["edit_example_grads"]),
-        )
+        _fill(row, prepared, tracker)
         row["status"] = "ok"
     except Exception as err:
         row.update(status="failed", error=f"{type(err).__name__}: {err}")
@@ -398,10 +311,67 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         row["wandb_error"] = tracker.error  # W&B mirrors the row; its failures never lose it
         path = rows.write_row(cfg, row)
         tracker.finish(exit_code=0 if row["status"] == "ok" else 1)
-    if row["status"] == "failed":
+    if failure is not None:
         if isinstance(failure, UserError):
             raise failure  # the user's to fix (data missing, …): one line, as before the run
         raise RunFailed(f"{row['error']} (its row: {path})") from failure
+    _log_result(row, path)
+    return row
+
+
+def _fill(row: dict[str, Any], prepared: pipeline.Prepared, tracker) -> None:
+    """The row's fields: the trained model, the oracle, the model before the edit, and the
+    edit's result (or, for ``method=retrain``, the oracle's)."""
+    cfg, edit, model = prepared.cfg, prepared.edit, prepared.model
+    task, method = TASKS[cfg.task.name], METHODS[cfg.method.name]
+    trained = pipeline.trained(prepared)
+    row.update(
+        n_params=models.n_params(model),
+        n_train=edit.m,
+        n_removed=edit.u,
+        model_cached=trained.cached,
+        train_seconds=trained.seconds,
+    )
+    oracle = pipeline.retrained(prepared)
+    with metrics.shared_logits():  # one forward of the oracle per evaluation set
+        retrained = task.metrics(oracle.model, edit)
+        reference = Reference.of(oracle.model, edit)
+        as_oracle = against_oracle(oracle.model, edit, reference, int(cfg.seed))
+    before = _reporting(task.metrics, reference, int(cfg.seed))(model, edit)
+    row.update(rows.prefixed("before", before, (*task.reported, *KEYS)))
+    tracker.log({k: before[k] for k in task.reported}, step=0)
+    row.update(rows.prefixed("retrain", retrained, task.reported))
+    retrain_gradients = cost.retrain_gradients(int(cfg.train.epochs), len(edit.retrain_set()))
+    row.update(
+        retrain_seconds=oracle.seconds,  # as recorded when it was trained, also when loaded
+        retrain_cached=oracle.cached,
+        retrain_example_grads=retrain_gradients,
+        retrain_mia_efficacy=as_oracle["mia_efficacy"],  # the target; its KL and agreement are trivial
+    )
+    if method.oracle:
+        row.update(_oracle_as_result(retrained, as_oracle, task.reported, oracle.seconds, retrain_gradients))
+    else:
+        unit = _unit_costs(cfg, model, edit)
+        row.update(_edit(prepared, before["val_acc"], retrained, reference, tracker, row["run_id"], unit))
+    row.update(
+        speedup_vs_retrain=cost.speedup(row["retrain_seconds"], row["edit_seconds"]),
+        gradient_speedup_vs_retrain=cost.speedup(retrain_gradients, row["edit_example_grads"]),
+    )
+
+
+def _oracle_as_result(retrained, as_oracle, reported, seconds: float, gradients: float) -> dict[str, Any]:
+    """``method=retrain``: the oracle is the result, its final and best iterate, at its cost."""
+    return {
+        **rows.prefixed("final", retrained, reported),
+        **rows.prefixed("best", retrained, reported),
+        **as_oracle,
+        **rows.prefixed("best", as_oracle, KEYS),
+        **dict(steps=0, best_step=0, update_seconds=seconds, gap_to_retrain=0.0),
+        **dict(best_gap_to_retrain=0.0, edit_seconds=seconds, edit_example_grads=gradients),
+    }
+
+
+def _log_result(row: dict[str, Any], path: Path) -> None:
     log.info(
         "%s: test_acc %.2f (before %.2f), self_acc %.2f (before %.2f) after %d steps -> %s",
         row["status"],
@@ -412,4 +382,3 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         row["steps"],
         path,
     )
-    return row

@@ -113,14 +113,14 @@ def summarize(found: pd.DataFrame, grid: pd.DataFrame, task: str, iterate: str =
     columns = tables.table_columns(task)
     metrics = [c.metric for c in columns]
     study_metrics = [c.metric for c in STUDY_COLUMNS]
-    prefix = {"best": "best_", "final": ""}[iterate]
+    prefix = rows.PREFIX[iterate]
     reference = tables.oracle()
     found = found[found["task"] == task]
     mine = grid[grid["task"] == task]
     labels = dict(zip(zip(mine["method"], mine["variant"]), mine["label"]))
     per_seed = found.groupby("seed").first()  # every row of a seed has the same before_ and retrain_
     per_seed = per_seed.assign(seed=per_seed.index)
-    lines = [tables._line(tables.BEFORE[0], "", math.nan, per_seed, metrics, "before_")]
+    lines = [tables._line(tables.BEFORE[0], "", math.nan, per_seed, metrics, rows.PREFIX["before"])]
     order = _order(grid[grid["task"] == task])
     for (method, variant), group in sorted(
         found.groupby(["method", "study_variant"], sort=False), key=lambda kv: order.get(kv[0], len(order))
@@ -130,7 +130,7 @@ def summarize(found: pd.DataFrame, grid: pd.DataFrame, task: str, iterate: str =
         line.update({k: v for k, v in own.items() if k.startswith(tuple(study_metrics))})
         line["label"] = labels.get((method, variant), variant)
         lines.append((line, by_seed))
-    lines.append(tables._line(reference, "", math.nan, per_seed, metrics, "retrain_", reference=True))
+    lines.append(tables._line(reference, "", math.nan, per_seed, metrics, rows.PREFIX["retrain"], reference=True))
     table = pd.DataFrame([line for line, _ in lines]).rename(columns={"selector": "variant"})
     table["task"] = task
     table["best"], table["tied"] = tables._best(table, columns, [by_seed for _, by_seed in lines])
@@ -185,7 +185,7 @@ def paired_against_series(found: pd.DataFrame, task: str, iterate: str = "best")
     from . import tables
     from .stats import paired
 
-    prefix = {"best": "best_", "final": ""}[iterate]
+    prefix = rows.PREFIX[iterate]
     found = found[found["task"] == task]
     groups = {key: g.set_index("seed") for key, g in found.groupby(["method", "study_variant"], sort=False)}
     out = []

@@ -17,6 +17,8 @@ from .columns import Column
 from .methods import METHODS
 from .oracle import COLUMNS as ORACLE_COLUMNS
 from .oracle import OF_THE_ORACLE
+from .rows import PREFIX
+from .rows import column as row_column
 from .selectors import SELECTORS
 from .stats import mean_ci, paired, significantly_best
 from .tasks import TASKS
@@ -67,15 +69,15 @@ def summarize(rows: pd.DataFrame, task: str, iterate: str = "best") -> pd.DataFr
     """
     columns = table_columns(task)
     metrics = [c.metric for c in columns]
-    prefix = {"best": "best_", "final": ""}[iterate]
+    prefix = PREFIX[iterate]
     reference = oracle()
     edits = rows[rows["method"] != reference]
     per_seed = rows.groupby("seed").first()  # every row of a seed has the same before_ and retrain_
     per_seed = per_seed.assign(seed=per_seed.index)
-    lines = [_line(BEFORE[0], "", math.nan, per_seed, metrics, "before_")]
+    lines = [_line(BEFORE[0], "", math.nan, per_seed, metrics, PREFIX["before"])]
     for (method, selector, mr), group in edits.groupby(["method", "selector", "mr"], sort=False):
         lines.append(_line(method, selector, mr, group, metrics, prefix))
-    lines.append(_line(reference, "", math.nan, per_seed, metrics, "retrain_", reference=True))
+    lines.append(_line(reference, "", math.nan, per_seed, metrics, PREFIX["retrain"], reference=True))
     table = pd.DataFrame([line for line, _ in lines])
     by_seed = [values for _, values in lines]
     order = {m: i for i, m in enumerate((BEFORE[0], *edit_methods(), reference))}
@@ -91,15 +93,17 @@ def _line(
 ) -> tuple[dict, dict[str, pd.Series]]:
     """The line's cells, and each metric's values indexed by seed (for the paired tests)."""
     line = {"method": method, "selector": selector, "mr": mr, "seeds": len(group)}
-    edited = prefix in ("", "best_") and not reference and "stop_reason" in group  # reference lines edit nothing
+    edited = (
+        prefix in (PREFIX["final"], PREFIX["best"]) and not reference and "stop_reason" in group
+    )  # reference lines edit nothing
     line["collapsed"] = int((group["stop_reason"] == "collapse").sum()) if edited else math.nan
     by_seed: dict[str, pd.Series] = {}
     for m in metrics:
         col = f"{prefix}{m}"
         if m == "gap_to_retrain":  # best_gap_to_retrain / gap_to_retrain; the retrained model's is 0
-            col = {"best_": "best_gap_to_retrain", "": "gap_to_retrain"}.get(prefix, "")
+            col = {PREFIX[m]: row_column("gap_to_retrain", m) for m in ("final", "best")}.get(prefix, "")
         elif m in PER_RUN:
-            col = m if prefix in ("", "best_") else ""
+            col = m if prefix in (PREFIX["final"], PREFIX["best"]) else ""
         values = pd.to_numeric(group[col], errors="coerce") if col in group else pd.Series(dtype=float)
         if reference and m in OF_THE_ORACLE_ITSELF:
             values = pd.Series([OF_THE_ORACLE_ITSELF[m]] * len(group))
@@ -211,7 +215,7 @@ def selector_stats(rows: pd.DataFrame, iterate: str = "best", metric: str = "tes
     """GIF's ``metric`` per (selector, MR): ``mean``, ``std``, ``ci`` (half-width of the 95 %
     Student-t interval) and ``n`` over seeds. The MR-100 % run (selector ``all``, which is every
     selector's choice there) is repeated for each selector."""
-    col = {"best": f"best_{metric}", "final": metric}[iterate]
+    col = row_column(metric, iterate)
     gif = rows[rows["method"] == "gif"].assign(value=lambda d: pd.to_numeric(d[col], errors="coerce"))
     full = gif[gif["selector"] == "all"]
     parts = gif[gif["selector"] != "all"]
@@ -246,7 +250,7 @@ def _pairs(groups: dict, pairs: list[tuple[tuple, tuple]], task: str, iterate: s
     """For each (line, against) pair of (method, selector, MR) keys, per directed metric of
     ``task``: ``n`` common seeds, the mean difference (line − against), its 95 % CI, the paired
     t-test's p and, from 6 pairs, Wilcoxon's (:func:`stats.paired`)."""
-    prefix = {"best": "best_", "final": ""}[iterate]
+    prefix = PREFIX[iterate]
     out = []
     for key, base_key in pairs:
         for column in (c for c in table_columns(task) if c.better is not None):
@@ -309,7 +313,7 @@ def selector_pairs(
     """The selector study's paired comparisons: at each MR below 100 %, every selector's GIF
     ``metric`` against ``against``'s on the same seeds (the paper: highest-k > random >
     lowest-k), as :func:`stats.paired` gives it."""
-    col = {"best": f"best_{metric}", "final": metric}[iterate]
+    col = row_column(metric, iterate)
     gif = rows[(rows["method"] == "gif") & (rows["selector"] != "all")]
     out = []
     for mr, at_mr in gif.groupby("mr"):
