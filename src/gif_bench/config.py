@@ -24,6 +24,7 @@ from .line_search import SEARCHES
 from .methods import METHODS
 from .models import MODELS
 from .selectors import SELECTORS
+from .settings import OPTIMIZERS, SCHEDULES
 from .tasks import TASKS
 
 LOGGERS = ("wandb", "none")
@@ -147,6 +148,8 @@ def validate(cfg: DictConfig) -> None:
     number(cfg, "train.epochs", 0, integer=True)
     number(cfg, "train.lr", 0.0, lo_open=True)
     number(cfg, "train.batch_size", 1, integer=True)
+    choice(cfg, "train.optimizer", OPTIMIZERS)  # read, and hashed into the cache key: SGD is the one there is
+    choice(cfg, "train.schedule", SCHEDULES)
 
     choice(cfg, "logger.name", LOGGERS)
     if get(cfg, "logger.name") == "wandb":

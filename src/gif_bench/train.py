@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from . import storage
 from .data import Data, Split, augment, batches
+from .settings import Recipe
 
 log = logging.getLogger(__name__)
 
@@ -50,17 +51,19 @@ def cache_key(cfg: DictConfig, train_set: Split) -> str:
     return storage.digest(spec)
 
 
-def _optimizer(model: nn.Module, recipe: DictConfig) -> torch.optim.Optimizer:
+def _optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    if recipe.optimizer != "sgd":  # config.validate refuses it first; a Recipe built by hand may not
+        raise ValueError(f"train.optimizer={recipe.optimizer}: must be sgd, the one optimizer there is")
     return torch.optim.SGD(
         model.parameters(),
         lr=recipe.lr,
         momentum=recipe.momentum,
         weight_decay=recipe.weight_decay,
-        nesterov=bool(recipe.get("nesterov", False)),
+        nesterov=recipe.nesterov,
     )
 
 
-def _schedule(opt: torch.optim.Optimizer, recipe: DictConfig, steps_per_epoch: int):
+def _schedule(opt: torch.optim.Optimizer, recipe: Recipe, steps_per_epoch: int):
     total = max(1, recipe.epochs * steps_per_epoch)
     if recipe.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
@@ -74,7 +77,7 @@ def fit(
     model: nn.Module,
     data: Data,
     train_set: Split,
-    recipe: DictConfig,
+    recipe: Recipe,
     seed: int,
     device,
     *,
@@ -158,7 +161,7 @@ def train_or_load(
             return Trained(model, seconds, True)
     torch.manual_seed(int(cfg.seed))
     start = time.perf_counter()
-    fit(model, data, train_set, cfg.train, int(cfg.seed), device)
+    fit(model, data, train_set, Recipe.of(OmegaConf.to_container(cfg.train, resolve=True)), int(cfg.seed), device)
     seconds = time.perf_counter() - start
     storage.save_torch(path, {"model": model.state_dict(), "seconds": seconds})
     log.info("trained in %.1fs, cached at %s", seconds, path)

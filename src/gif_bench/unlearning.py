@@ -29,6 +29,7 @@ from .data import Data, Split, batches
 from .edit import Edit
 from .editing import edit_batch, edit_loss
 from .line_search import Trajectory
+from .settings import Recipe
 from .train import fit
 
 
@@ -54,11 +55,10 @@ def epochs(cfg: DictConfig) -> int:
     return max(1, math.ceil(published * int(cfg.train.epochs) / int(cfg.method.published_train_epochs)))
 
 
-def recipe(cfg: DictConfig) -> DictConfig:
+def recipe(cfg: DictConfig) -> Recipe:
     """The training recipe with the method's :func:`epochs` and its constant learning rate."""
-    out = OmegaConf.to_container(cfg.train, resolve=True)
-    out.update(epochs=epochs(cfg), lr=float(cfg.method.lr_factor) * float(cfg.train.lr), schedule="constant")
-    return OmegaConf.create(out)
+    trained = Recipe.of(OmegaConf.to_container(cfg.train, resolve=True))
+    return trained.but(epochs=epochs(cfg), lr=float(cfg.method.lr_factor) * trained.lr, schedule="constant")
 
 
 def _concat(*splits: Split) -> Split:
