@@ -41,9 +41,10 @@ class SweepChecks(Callback):
 
         overrides = list(OmegaConf.to_container(config.hydra.overrides.task))
         jobs = sweeps.sweep_jobs(overrides)
+        configs = sweeps.compose_each(jobs)
         for number, job in enumerate(jobs):
             try:
-                cfg = sweeps.compose(job)
+                cfg = next(configs)
             except HydraException:
                 return  # not composable: Hydra's own check of the batch refuses it, in its words
             try:
