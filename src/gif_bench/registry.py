@@ -14,9 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from omegaconf import DictConfig
-
-Validator = Callable[[DictConfig], None]  # raises ConfigError on a bad value of the whole config
+Validator = Callable[[Any], None]  # given the whole run config, raises ConfigError on a bad value
 
 
 def no_checks(cfg: Any) -> None:

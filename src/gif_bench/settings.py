@@ -1,6 +1,6 @@
 """Typed settings: what the domain code reads of a run's config, as frozen dataclasses built
 from plain mappings where the config is turned into them (``config.py``), so that the code
-below them takes typed values, not Hydra's DictConfig.
+below them takes typed values, not Hydra's config objects.
 
 So far: the training recipe (:class:`Recipe`), read by :func:`gif_bench.train.fit` and derived
 by the unlearners (:func:`gif_bench.unlearning.recipe`).
