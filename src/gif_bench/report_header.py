@@ -14,6 +14,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from . import tracking
+from .settings import Logger
 
 
 def _cpu_model() -> str:
@@ -86,11 +87,12 @@ def header(
 
 def log_to_wandb(cfg: DictConfig, name: str, table: pd.DataFrame, written: dict[str, Path]) -> None:
     """The report's table and figure, as a W&B run of the experiment's group (job type ``report``)."""
-    if cfg.logger.name != "wandb" or cfg.logger.mode == "disabled":
+    logger = Logger.of(OmegaConf.to_container(cfg.logger, resolve=True))
+    if not logger.mirrors:
         return
     import wandb
 
-    run = tracking.init_wandb(cfg, Path(cfg.paths.root), job_type="report", name=f"{name}-report")
+    run = tracking.init_wandb(logger, Path(cfg.paths.root), str(cfg.name), job_type="report", name=f"{name}-report")
     run.log({"table": wandb.Table(dataframe=table.astype(object).where(table.notna(), None))})
     run.log({"figure": wandb.Image(str(written["figure"]))})
     run.finish()

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from . import (
     cost,
@@ -33,6 +33,7 @@ from .errors import RunFailed, UserError
 from .influence import tree
 from .methods import METHODS
 from .oracle import KEYS, Reference, against_oracle
+from .settings import Logger
 from .tasks import TASKS
 
 log = logging.getLogger(__name__)
@@ -295,7 +296,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         torch.cuda.reset_peak_memory_stats(device)
     prepared = pipeline.prepare(cfg, device)
     row = {**base_row(cfg, device), **study.row_fields(cfg)}  # the solver study's variant (nothing outside it)
-    tracker = tracking.start(cfg, Path(cfg.paths.root))
+    tracker = tracking.start(
+        Logger.of(OmegaConf.to_container(cfg.logger, resolve=True)),
+        Path(cfg.paths.root),
+        str(cfg.name),
+        config=OmegaConf.to_container(cfg, resolve=True),
+        job_type=cfg.method.name,
+        name=f"{cfg.task.name}-{cfg.method.name}-{cfg.selector.name}-mr{cfg.mr}-s{cfg.seed}",
+    )
     row["wandb_run_id"] = tracker.run_id
     failure: Exception | None = None
     try:

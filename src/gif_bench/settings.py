@@ -3,7 +3,8 @@ from plain mappings where the config is turned into them (``config.py``), so tha
 below them takes typed values, not Hydra's config objects.
 
 So far: the training recipe (:class:`Recipe`), read by :func:`gif_bench.train.fit` and derived
-by the unlearners (:func:`gif_bench.unlearning.recipe`).
+by the unlearners (:func:`gif_bench.unlearning.recipe`); the logger (:class:`Logger`), read by
+:mod:`gif_bench.tracking`.
 """
 
 from __future__ import annotations
@@ -59,3 +60,27 @@ class Recipe:
     def but(self, **changes: Any) -> Recipe:
         """This recipe with ``changes`` (a derived recipe, e.g. an unlearner's)."""
         return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class Logger:
+    """Where a run is mirrored (``conf/logger/*.yaml``): ``wandb`` (its ``mode``: offline, online
+    or disabled; ``project``, ``entity`` and ``tags``) or ``none``."""
+
+    name: str
+    mode: str = "offline"
+    project: str = "gif-bench"
+    entity: str | None = None
+    tags: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, values: Mapping[str, Any]) -> Logger:
+        known = {f.name for f in fields(cls)}
+        kept = {k: v for k, v in values.items() if k in known}
+        kept["tags"] = tuple(str(t) for t in kept.get("tags") or ())
+        return cls(**kept)
+
+    @property
+    def mirrors(self) -> bool:
+        """Whether runs are mirrored to W&B at all."""
+        return self.name == "wandb" and self.mode != "disabled"

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from .settings import Logger
 
 log = logging.getLogger(__name__)
 
@@ -36,20 +36,20 @@ def has_credentials() -> bool:
             return False
 
 
-def init_wandb(cfg: DictConfig, root: Path, **kwargs: Any):
-    """A W&B run with ``cfg.logger``'s project, entity, mode and tags, under ``root``, in the
-    experiment's group (``cfg.name``); ``kwargs`` go to ``wandb.init``."""
+def init_wandb(logger: Logger, root: Path, group: str, **kwargs: Any):
+    """A W&B run with ``logger``'s project, entity, mode and tags, under ``root``, in the
+    experiment's ``group``; ``kwargs`` go to ``wandb.init``."""
     import wandb
 
     root.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("WANDB_SILENT", "true")
     return wandb.init(
-        project=cfg.logger.project,
-        entity=cfg.logger.entity,
-        mode=cfg.logger.mode,
+        project=logger.project,
+        entity=logger.entity,
+        mode=logger.mode,
         dir=str(root),
-        group=str(cfg.name),
-        tags=list(cfg.logger.tags),
+        group=group,
+        tags=list(logger.tags),
         reinit="finish_previous",
         settings=wandb.Settings(console="off", x_disable_stats=True),
         **kwargs,
@@ -76,19 +76,13 @@ def _reason(err: BaseException) -> str:
 
 
 class WandbTracker(NullTracker):
-    """A W&B run whose config is the resolved Hydra config and whose summary is the result row.
+    """A W&B run whose config is the run's resolved config and whose summary is the result row.
 
     The first W&B error is logged once and recorded in ``error``; the run is then left alone.
     """
 
-    def __init__(self, cfg: DictConfig, root: Path) -> None:
-        self._run = init_wandb(
-            cfg,
-            root,
-            config=OmegaConf.to_container(cfg, resolve=True),
-            job_type=cfg.method.name,
-            name=f"{cfg.task.name}-{cfg.method.name}-{cfg.selector.name}-mr{cfg.mr}-s{cfg.seed}",
-        )
+    def __init__(self, logger: Logger, root: Path, group: str, **run: Any) -> None:
+        self._run = init_wandb(logger, root, group, **run)
         self.run_id = self._run.id
 
     def _safely(self, action: str, call) -> None:
@@ -113,12 +107,13 @@ class WandbTracker(NullTracker):
             log.warning("W&B failed to finish its run (%s); the row is written locally", _reason(err))
 
 
-def start(cfg: DictConfig, root: Path) -> NullTracker:
-    """The tracker of ``cfg.logger``; if W&B cannot start a run, a :class:`NullTracker` whose
-    ``error`` says why."""
-    if cfg.logger.name == "wandb" and cfg.logger.mode != "disabled":
+def start(logger: Logger, root: Path, group: str, **run: Any) -> NullTracker:
+    """The tracker of ``logger`` for a run of ``group`` (``run``: the W&B run's ``config``,
+    ``job_type`` and ``name``); if W&B cannot start a run, a :class:`NullTracker` whose ``error``
+    says why."""
+    if logger.mirrors:
         try:
-            return WandbTracker(cfg, root)
+            return WandbTracker(logger, root, group, **run)
         except Exception as err:
             tracker = NullTracker()
             tracker.error = f"init: {_reason(err)}"
