@@ -235,3 +235,14 @@ def test_a_sweep_goes_on_past_a_failed_job_and_exits_1_naming_it(tmp_path):
         .splitlines()[-1]
         .startswith("gif-bench: 1 job(s) of the sweep failed: job 0: SolverDiverged")
     )
+
+
+def test_a_sweep_naming_a_missing_option_is_refused_in_one_line_and_leaves_no_folder(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    proc = run_cli("-m", "experiment=quickstart", "method=gif,nope", "logger=none", f"paths.root={root}")
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith("gif-bench: error: job 1 of 2 (method=nope): In 'config': Could not find 'method/nope'")
+    assert "gif" in lines[0].split("one of ")[1].split(", ")
+    assert list(root.rglob("*")) == []

@@ -28,6 +28,13 @@ def _basic_sweeper(config: DictConfig) -> bool:
     return str(OmegaConf.select(config, "hydra.sweeper._target_", default="")).endswith(".BasicSweeper")
 
 
+def _one_line(err: Exception) -> str:
+    """Hydra's composition error in one line: its first, and the options it lists."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    options = [line for line in lines[1:] if "=" not in line and ":" not in line and " " not in line]
+    return lines[0] + (f"; one of {', '.join(options)}" if options else "")
+
+
 class SweepChecks(Callback):
     """Validate every job of a basic sweep before any runs; exit 1 after a sweep with a failed job."""
 
@@ -43,16 +50,14 @@ class SweepChecks(Callback):
         jobs = sweeps.sweep_jobs(overrides)
         configs = sweeps.compose_each(jobs)
         for number, job in enumerate(jobs):
+            swept = " ".join(o for o in job if o not in overrides) or "the command line"
             try:
                 cfg = next(configs)
-            except HydraException:
-                return  # not composable: Hydra's own check of the batch refuses it, in its words
-            try:
                 if study.prepare(cfg) is None:
                     validate(cfg)
-            except UserError as err:
-                swept = " ".join(o for o in job if o not in overrides) or "the command line"
-                print(f"gif-bench: error: job {number} of {len(jobs)} ({swept}): {err}", file=sys.stderr)
+            except (UserError, HydraException) as err:
+                why = str(err) if isinstance(err, UserError) else _one_line(err)
+                print(f"gif-bench: error: job {number} of {len(jobs)} ({swept}): {why}", file=sys.stderr)
                 sys.exit(2)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
