@@ -155,9 +155,17 @@ def pareto(rows: pd.DataFrame, path: Path, iterate: str = "best", title: str = "
     if len(retrain):
         ax.axvline(retrain.mean(), color="black", linestyle="--", linewidth=1.2, label="retraining (its seconds)")
     ax.set_xscale("log")
-    ax.set_ylim(bottom=-0.02 * max(ax.get_ylim()[1], 1.0))  # a gap is ≥ 0: a t-interval below it is cut
+    gaps = pts["gap"].dropna()
+    spread = len(gaps) and gaps.max() > 10 * max(gaps.min(), 1.0)  # gaps over decades: near 0 would crowd
+    if spread:
+        ax.set_yscale("symlog", linthresh=1.0)  # linear within 1 point of retraining, logarithmic above
+        top = (pts["gap"] + pts["gap_ci"].fillna(0.0)).max()
+        ax.set_ylim(0.0, 1.6 * top)
+    else:
+        ax.set_ylim(bottom=-0.02 * max(ax.get_ylim()[1], 1.0))  # a gap is ≥ 0: a t-interval below it is cut
     ax.set_xlabel("edit seconds (log scale; geometric mean, 95 % CI over seeds)")
-    ax.set_ylabel(f"gap to retraining (points, {'best' if iterate == 'best' else 'final'} iterate)")
+    scale = ", symlog" if spread else ""  # linear below 1 point, logarithmic above
+    ax.set_ylabel(f"gap to retraining (points{scale}; {'best' if iterate == 'best' else 'final'} iterate)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: no point hidden
     ax.set_title(title or "Cost against gap to retraining (lower left is better)")
