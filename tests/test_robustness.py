@@ -101,3 +101,30 @@ def test_a_key_in_the_environment_counts_as_credentials(monkeypatch, tmp_path, k
     assert not has_credentials()
     monkeypatch.setenv(key, "x" * 40)
     assert has_credentials()
+
+
+def test_a_cached_model_with_non_finite_weights_is_not_reused(make_cfg, tmp_path, caplog):
+    import torch
+
+    runner.run(make_cfg("method=retrain", own_cache=True))
+    path = next(iter(sorted((tmp_path / "cache" / "models").glob("*.pt"))))
+    state = torch.load(path, weights_only=True)
+    first = next(k for k, v in state["model"].items() if v.is_floating_point())
+    state["model"][first] = torch.full_like(state["model"][first], float("nan"))  # as a diverged run left it
+    torch.save(state, path)
+    with caplog.at_level(logging.WARNING, logger="gif_bench.train"):
+        row = runner.run(make_cfg("method=retrain", "force=true", own_cache=True))
+    assert row["status"] == "ok" and any("not finite" in r.getMessage() for r in caplog.records)
+    assert path.with_name(path.name + ".corrupt").exists()
+
+
+def test_a_diverging_recipe_stops_in_one_line_writes_its_failed_row_and_caches_nothing(tmp_path):
+    import json
+
+    proc = run_cli(*TINY, "train.lr=1e12", f"paths.root={tmp_path}", f"paths.cache={tmp_path}/cache")
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("gif-bench")]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert len(lines) == 1 and "the loss became" in lines[0] and "lower train.lr" in lines[0]
+    (row,) = (tmp_path / "results").rglob("*.json")
+    assert json.loads(row.read_text())["status"] == "failed"
+    assert not list((tmp_path / "cache").rglob("*.pt"))  # no NaN model kept for the next run

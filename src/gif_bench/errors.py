@@ -21,3 +21,8 @@ class RunFailed(Exception):
     """A run that started and failed (a diverging solver, a numerical error): its ``failed`` row
     is written, and the message gives the error and the row's path. The original exception is its
     ``__cause__`` (its traceback shown with ``HYDRA_FULL_ERROR=1``)."""
+
+
+class TrainingDiverged(UserError):
+    """Training reached a non-finite loss: the recipe is unstable on this data (its learning
+    rate, most often). Nothing is cached."""

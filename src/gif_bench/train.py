@@ -10,6 +10,7 @@ own entry).
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from tqdm.auto import tqdm
 
 from . import storage
 from .data import Data, Split, augment, batches
+from .errors import TrainingDiverged
 from .settings import Recipe
 
 log = logging.getLogger(__name__)
@@ -126,7 +128,13 @@ def fit(
             opt.step()
             sched.step()
             done += 1
-            total_loss += float(loss.detach()) * len(y)
+            value = float(loss.detach())
+            if not math.isfinite(value):  # a NaN model trained on is a wrong answer: stop, cache nothing
+                raise TrainingDiverged(
+                    f"{desc}: the loss became {value} at epoch {epoch + 1} of {recipe.epochs}, step {done} "
+                    f"(train={recipe.name}, lr {recipe.lr:g}); the recipe is unstable on this data: lower train.lr"
+                )
+            total_loss += value * len(y)
             if y.dim() == 1:
                 correct += int((logits.argmax(1) == y).sum())
             seen += len(y)
@@ -150,6 +158,8 @@ def train_or_load(
             state = torch.load(path, map_location=device, weights_only=True)
             model.load_state_dict(state["model"])
             seconds = float(state["seconds"])
+            if not all(bool(torch.isfinite(v).all()) for v in state["model"].values() if v.is_floating_point()):
+                raise ValueError("its weights are not finite (a diverged training)")
         except Exception as err:  # a truncated or foreign file: whatever torch.load raises
             model.load_state_dict(initial)  # a failed load may have copied some tensors
             aside = storage.move_aside(path)
