@@ -198,14 +198,21 @@ def test_a_refused_sweep_leaves_no_folder_behind(tmp_path):
     assert list(root.rglob("*")) == []
 
 
-def test_a_sweep_with_one_bad_value_is_refused_in_one_line_before_any_job_runs(tmp_path):
+def _refused_sweep(tmp_path, *swept: str) -> str:
+    """The one line a quickstart sweep over ``swept`` is refused with (exit 2), having left
+    nothing under its root: no job trained or edited, no sweep folder."""
     root = tmp_path / "root"
     root.mkdir()
-    proc = run_cli("-m", "experiment=quickstart", "mr=0.05,1.5", "logger=none", f"paths.root={root}")
+    proc = run_cli("-m", "experiment=quickstart", *swept, "logger=none", f"paths.root={root}")
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr
-    assert lines[0] == "gif-bench: error: job 1 of 2 (mr=1.5): mr=1.5: must be a number in (0, 1]"
-    assert list(root.rglob("*")) == []  # job 0 neither trained nor edited, and no sweep folder
+    assert list(root.rglob("*")) == []
+    return lines[0]
+
+
+def test_a_sweep_with_one_bad_value_is_refused_in_one_line_before_any_job_runs(tmp_path):
+    line = _refused_sweep(tmp_path, "mr=0.05,1.5")
+    assert line == "gif-bench: error: job 1 of 2 (mr=1.5): mr=1.5: must be a number in (0, 1]"
 
 
 DIVERGING = ("solver=lissa", "solver.scale=1e-9", "solver.max_restarts=0")
@@ -238,11 +245,6 @@ def test_a_sweep_goes_on_past_a_failed_job_and_exits_1_naming_it(tmp_path):
 
 
 def test_a_sweep_naming_a_missing_option_is_refused_in_one_line_and_leaves_no_folder(tmp_path):
-    root = tmp_path / "root"
-    root.mkdir()
-    proc = run_cli("-m", "experiment=quickstart", "method=gif,nope", "logger=none", f"paths.root={root}")
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
-    assert lines[0].startswith("gif-bench: error: job 1 of 2 (method=nope): In 'config': Could not find 'method/nope'")
-    assert "gif" in lines[0].split("one of ")[1].split(", ")
-    assert list(root.rglob("*")) == []
+    line = _refused_sweep(tmp_path, "method=gif,nope")
+    assert line.startswith("gif-bench: error: job 1 of 2 (method=nope): In 'config': Could not find 'method/nope'")
+    assert "gif" in line.split("one of ")[1].split(", ")
