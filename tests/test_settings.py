@@ -29,3 +29,16 @@ def test_an_unlearners_recipe_is_the_trained_one_at_its_epochs_and_constant_rate
 def test_an_unknown_optimizer_or_schedule_is_refused(make_cfg, override):
     with pytest.raises(ConfigError, match=rf"^{override}: must be one of "):
         validate(make_cfg(override))
+
+
+@pytest.mark.parametrize("model", ["small_cnn", "mlp"])
+def test_a_reports_setting_line_names_the_data_model_recipe_and_solver(model):
+    import pandas as pd
+
+    from gif_bench.report_header import setting
+
+    cfg = sweeps.compose([f"model={model}", "dataset=digits", "train=fast", "solver=cg"])
+    line = setting(cfg, pd.DataFrame({"n_train": [1000, 1000]}))
+    assert "dataset `digits`, 1,000 training images" in line and f"model `{model}`" in line
+    assert ("at width" in line) == (model == "small_cnn")  # mlp has no width
+    assert "recipe `fast` (30 epochs" in line and "solver `cg` (max_iter=300" in line

@@ -53,9 +53,10 @@ def setting(cfg: DictConfig, found: pd.DataFrame, varies: str = "") -> str:
         n_train = ""  # the median over different datasets would describe none of them
     first = f" (the first job's; {varies} vary by job)" if varies else ""
     recipe = cfg.train
+    width = f" at width {cfg.model.width}" if cfg.model.get("width") is not None else ""  # mlp has none
     return (
-        f"- setting{first}: dataset `{cfg.dataset.name}`{n_train}; model `{cfg.model.name}` at width "
-        f"{cfg.model.width}; recipe `{recipe.name}` ({recipe.epochs} epochs, batch {recipe.batch_size}, "
+        f"- setting{first}: dataset `{cfg.dataset.name}`{n_train}; model `{cfg.model.name}`{width}; "
+        f"recipe `{recipe.name}` ({recipe.epochs} epochs, batch {recipe.batch_size}, "
         f"lr {recipe.lr}); influence solver `{cfg.solver.name}` ({_options(cfg.solver)}); Hessian sample "
         f"{cfg.hessian.samples}; line search `{cfg['update'].search}` (γ = {cfg['update'].rate}, "
         f"≤ {cfg['update'].max_steps} steps)\n"
