@@ -13,10 +13,7 @@ import argparse
 import json
 import time
 
-from omegaconf import OmegaConf
-
 from gif_bench import pipeline, quiet_torch_warnings, sweeps, train
-from gif_bench.settings import Recipe
 from gif_bench.tasks import TASKS
 
 quiet_torch_warnings()
@@ -38,8 +35,7 @@ def main() -> None:
             cfg.train.milestones = [round(m * epochs / base_epochs) for m in base_milestones]
         model = prepared.network()  # the seeded initialisation, with this many epochs' recipe
         start = time.perf_counter()
-        recipe = Recipe.of(OmegaConf.to_container(cfg.train, resolve=True))
-        train.fit(model, dataset, edit.train_set, recipe, int(cfg.seed), "cpu")
+        train.fit(model, dataset, edit.train_set, train.recipe_of(cfg), int(cfg.seed), "cpu")
         seconds = time.perf_counter() - start
         metrics = TASKS[cfg.task.name].metrics(model, edit)
         shown = {

@@ -37,6 +37,11 @@ class Trained:
     cached: bool
 
 
+def recipe_of(cfg: DictConfig) -> Recipe:
+    """The run's training recipe (``cfg.train``), typed."""
+    return Recipe.of(OmegaConf.to_container(cfg.train, resolve=True))
+
+
 def cache_key(cfg: DictConfig, train_set: Split) -> str:
     """Hash of everything that determines trained weights (the device type too: CPU and CUDA
     draw different random streams, and bf16 autocast only runs on CUDA)."""
@@ -171,7 +176,7 @@ def train_or_load(
             return Trained(model, seconds, True)
     torch.manual_seed(int(cfg.seed))
     start = time.perf_counter()
-    fit(model, data, train_set, Recipe.of(OmegaConf.to_container(cfg.train, resolve=True)), int(cfg.seed), device)
+    fit(model, data, train_set, recipe_of(cfg), int(cfg.seed), device)
     seconds = time.perf_counter() - start
     storage.save_torch(path, {"model": model.state_dict(), "seconds": seconds})
     log.info("trained in %.1fs, cached at %s", seconds, path)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from .checks import number
@@ -30,7 +30,7 @@ from .edit import Edit
 from .editing import edit_batch, edit_loss
 from .line_search import Trajectory
 from .settings import Recipe
-from .train import fit
+from .train import fit, recipe_of
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ def epochs(cfg: DictConfig) -> int:
 
 def recipe(cfg: DictConfig) -> Recipe:
     """The training recipe with the method's :func:`epochs` and its constant learning rate."""
-    trained = Recipe.of(OmegaConf.to_container(cfg.train, resolve=True))
+    trained = recipe_of(cfg)
     return trained.but(epochs=epochs(cfg), lr=float(cfg.method.lr_factor) * trained.lr, schedule="constant")
 
 
