@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from gif_bench import editing, influence, models, pipeline, quiet_torch_warnings, sweeps
+from gif_bench import config, editing, influence, models, pipeline, quiet_torch_warnings, sweeps
 from gif_bench.influence import tree
 from gif_bench.influence.masked import masked_hvps
 
@@ -230,12 +230,12 @@ def solver_table(tol: float, lissa_cap: int, probes: int) -> list[SolverRow]:
     LiSSA runs after the Krylov solvers and gets at least 5× LSQR's HVPs (``lissa_cap``
     iterations, or more), so that a LiSSA which has not converged still bounds the ratio.
     """
-    cfg = sweeps.compose(["experiment=quickstart", "logger=none"])
+    run = config.run_settings(sweeps.compose(["experiment=quickstart", "logger=none"]))
     device = torch.device("cpu")
-    prepared = pipeline.prepare(cfg, device)
+    prepared = pipeline.prepare(run, device)
     pipeline.trained(prepared)
     model, edit = prepared.model, prepared.edit
-    problem = editing.setup(cfg, model, edit)  # the harness's GIF problem: Hessian sample, g, J
+    problem = editing.setup(run, model, edit)  # the harness's GIF problem: Hessian sample, g, J
     rows: list[SolverRow] = []
 
     def run(method: str, name: str, **options) -> None:

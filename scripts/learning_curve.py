@@ -13,7 +13,7 @@ import argparse
 import json
 import time
 
-from gif_bench import pipeline, quiet_torch_warnings, sweeps, train
+from gif_bench import config, pipeline, quiet_torch_warnings, sweeps, train
 from gif_bench.tasks import TASKS
 
 quiet_torch_warnings()
@@ -25,19 +25,19 @@ def main() -> None:
     parser.add_argument("--scale-milestones", action="store_true", help="multistep: milestones scale with epochs")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
-    cfg = sweeps.compose(args.overrides)
-    prepared = pipeline.prepare(cfg, "cpu")
+    run = config.run_settings(sweeps.compose(args.overrides))
+    prepared = pipeline.prepare(run, "cpu")
     dataset, edit = prepared.dataset, prepared.edit
-    base_epochs, base_milestones = int(cfg.train.epochs), list(cfg.train.get("milestones") or [])
+    base = run.train
     for epochs in args.epochs:
-        cfg.train.epochs = epochs
-        if args.scale_milestones and base_milestones:
-            cfg.train.milestones = [round(m * epochs / base_epochs) for m in base_milestones]
+        recipe = base.but(epochs=epochs)
+        if args.scale_milestones and base.milestones:
+            recipe = recipe.but(milestones=tuple(round(m * epochs / base.epochs) for m in base.milestones))
         model = prepared.network()  # the seeded initialisation, with this many epochs' recipe
         start = time.perf_counter()
-        train.fit(model, dataset, edit.train_set, train.recipe_of(cfg), int(cfg.seed), "cpu")
+        train.fit(model, dataset, edit.train_set, recipe, run.seed, "cpu")
         seconds = time.perf_counter() - start
-        metrics = TASKS[cfg.task.name].metrics(model, edit)
+        metrics = TASKS[run.task.name].metrics(model, edit)
         shown = {
             k: round(v, 2) for k, v in metrics.items() if k in ("val_acc", "test_acc", "self_acc", "attack_success")
         }
@@ -45,7 +45,7 @@ def main() -> None:
             json.dumps(
                 {
                     "epochs": epochs,
-                    "milestones": list(cfg.train.get("milestones") or []),
+                    "milestones": list(recipe.milestones),
                     "seconds": round(seconds, 1),
                     **shown,
                 }

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import torch
 
-from gif_bench import editing, pipeline, quiet_torch_warnings, sweeps
+from gif_bench import config, editing, pipeline, quiet_torch_warnings, sweeps
 from gif_bench.influence import tree
 from gif_bench.influence.methods import HessianProducts
 
@@ -67,10 +67,10 @@ def main() -> None:
     parser.add_argument("--tol", type=float, default=1e-3)
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
-    cfg = sweeps.compose([*args.overrides, "logger=none"])
-    prepared = pipeline.prepare(cfg, "cpu")
+    run = config.run_settings(sweeps.compose([*args.overrides, "logger=none"]))
+    prepared = pipeline.prepare(run, "cpu")
     pipeline.trained(prepared)
-    problem = editing.setup(cfg, prepared.model, prepared.edit)
+    problem = editing.setup(run, prepared.model, prepared.edit)
     products = HessianProducts(problem.hessian_loss, problem.params, problem.mask, "linearize", problem.folded)
     flat_mask = tree.flatten(problem.mask)
     cols = flat_mask.nonzero().squeeze(1)

@@ -73,6 +73,14 @@ def make_cfg(tmp_path):
     return make
 
 
+@pytest.fixture
+def make_run(make_cfg):
+    """:func:`make_cfg`'s config as the run's typed settings (validated, canonicalised)."""
+    from gif_bench.config import run_settings
+
+    return lambda *overrides, **kw: run_settings(make_cfg(*overrides, **kw))
+
+
 def run_cli(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
     """``python -m gif_bench ARGS`` in a fresh process, as a user would run it."""
     full_env = {**os.environ, "TQDM_DISABLE": "1", **(env or {})}

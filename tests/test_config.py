@@ -140,7 +140,7 @@ def test_cli_offline_paper_command_points_to_digits(tmp_path):
 
 
 def test_run_id_ignores_paths_and_logging(make_cfg, tmp_path):
-    from gif_bench.rows import run_id
+    from gif_bench.config import run_id
 
     a = make_cfg(root=tmp_path / "a")
     b = make_cfg("logger=wandb", "force=true", root=tmp_path / "b")

@@ -3,6 +3,7 @@
 import gzip
 import hashlib
 import pickle
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +16,13 @@ from omegaconf import OmegaConf
 from gif_bench import data
 from gif_bench.config import validate
 from gif_bench.errors import ConfigError, DatasetUnavailable
+from gif_bench.settings import Dataset
 
 
 def _cfg(name, **kw):
-    base = OmegaConf.load(CONF / "dataset" / f"{name}.yaml")
-    return OmegaConf.merge(base, kw)
+    """``conf/dataset/<name>.yaml`` with ``kw`` over it, as the run's typed settings."""
+    node = OmegaConf.merge(OmegaConf.load(CONF / "dataset" / f"{name}.yaml"), kw)
+    return Dataset.of(OmegaConf.to_container(node, resolve=True))
 
 
 def test_digits_splits_are_seeded_disjoint_and_stratified():
@@ -294,7 +297,7 @@ def test_fashion_mnist_falls_back_to_the_system_folder(fashion):
     assert sorted(p.name for p in fashion["raw"].iterdir()) == sorted(fashion["files"])  # no temporary files
     assert all((fashion["raw"] / n).read_bytes() == b for n, b in fashion["files"].items())
     assert oct((fashion["raw"] / "t10k-images-idx3-ubyte").stat().st_mode)[-3:] != "600"  # the usual mode
-    padded = data.load(OmegaConf.merge(fashion["cfg"], {"image_size": 32}), fashion["data"])  # for VGG-11
+    padded = data.load(replace(fashion["cfg"], image_size=32), fashion["data"])  # for VGG-11
     assert padded.train.x.shape[1:] == (1, 32, 32)
     assert torch.equal(padded.to_pixels(padded.test.x)[..., 2:30, 2:30], d.to_pixels(d.test.x))
     assert float(padded.to_pixels(padded.test.x)[..., :2, :].abs().max()) < 1e-4
@@ -388,13 +391,13 @@ def test_a_dataset_is_read_once_per_process_and_each_load_gets_its_own_tensors(t
 
     monkeypatch.setitem(DATASETS._entries, "synthetic", DatasetSpec("synthetic", counted, real.validate))
     monkeypatch.setattr(data, "_SOURCES", {})
-    cfg = OmegaConf.load(CONF / "dataset" / "synthetic.yaml")
+    cfg = _cfg("synthetic")
     first = data.load(cfg, tmp_path)
     first.train.y[:] = 0
     first.train.x[:] = 0.0
     second = data.load(cfg, tmp_path)
     assert len(calls) == 1
     assert (second.train.y != 0).any() and (second.train.x != 0).any()
-    other = OmegaConf.merge(cfg, {"split_seed": 1})
+    other = replace(cfg, split_seed=1)
     data.load(other, tmp_path)
     assert len(calls) == 2  # another split seed is another dataset config

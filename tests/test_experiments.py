@@ -247,14 +247,14 @@ def test_a_sweep_of_an_experiment_becomes_tables_figures_and_a_wandb_table(tmp_p
 
 
 def test_cg_without_a_preconditioner_has_no_probe_options_in_its_run(make_cfg):
-    from gif_bench import rows
+    from gif_bench import config
     from gif_bench.config import canonicalize
 
     plain = canonicalize(make_cfg())
     assert "probes" not in plain.solver and "probe_seed" not in plain.solver
-    assert rows.run_id(plain) == rows.run_id(canonicalize(make_cfg("solver.probes=3")))
+    assert config.run_id(plain) == config.run_id(canonicalize(make_cfg("solver.probes=3")))
     jacobi = canonicalize(make_cfg("solver.preconditioner=jacobi", "solver.probes=3"))
-    assert jacobi.solver.probes == 3 and rows.run_id(jacobi) != rows.run_id(plain)
+    assert jacobi.solver.probes == 3 and config.run_id(jacobi) != config.run_id(plain)
 
 
 def test_runs_that_ignore_the_mask_are_recorded_as_what_they_compute(make_cfg):

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
+from gif_bench import config, line_search, models, runner, tasks
 from gif_bench import data as datasets
-from gif_bench import line_search, models, rows, runner, tasks
 from gif_bench.errors import ConfigError
 from gif_bench.tasks import TASKS
 
@@ -133,18 +133,18 @@ def test_the_linear_search_evaluates_test_splits_only_where_reported():
 
 
 @pytest.mark.parametrize("task", list(TASKS))
-def test_every_task_decides_on_its_declared_splits_alone(task, make_cfg):
+def test_every_task_decides_on_its_declared_splits_alone(task, make_run):
     """Each task's stop rule, score and collapse check read the same values from a ``decides_on``
     evaluation as from a full one (a rule reading a test split would see NaN and differ)."""
-    cfg = make_cfg(f"task={task}", drop=("task",))
-    data = datasets.load(cfg.dataset, cfg.paths.data, torch.device("cpu"))
-    edit = tasks.build(cfg.task, data)
+    run = make_run(f"task={task}", drop=("task",))
+    data = datasets.load(run.dataset, run.paths.data, torch.device("cpu"))
+    edit = tasks.build(run.task, data)
     torch.manual_seed(0)
-    model = models.build(cfg.model, data.in_channels, data.num_classes, cfg.dataset.image_size)
+    model = models.build(run.model, data.in_channels, data.num_classes, run.dataset.image_size)
     spec = TASKS[task]
     full = spec.metrics(model, edit)
     decided = spec.metrics(model, edit, only=spec.decides_on)
-    assert spec.stop(decided, cfg.task) == spec.stop(full, cfg.task)
+    assert spec.stop(decided, run.task.options) == spec.stop(full, run.task.options)
     assert spec.score(decided) == spec.score(full)
     assert decided["val_acc"] == full["val_acc"] and decided["self_acc"] == full["self_acc"]
     assert math.isnan(decided["test_acc"])  # the test split was not evaluated
@@ -208,5 +208,5 @@ def test_run_ids_are_those_of_before_the_search_options(make_cfg):
     before = make_cfg()
     with open_dict(before):
         del before["update"]["search"], before["update"]["eval_every"]
-    assert rows.run_id(make_cfg()) == rows.run_id(make_cfg("update.eval_every=1")) == rows.run_id(before)
-    assert rows.run_id(make_cfg("update.search=bracket")) != rows.run_id(before)
+    assert config.run_id(make_cfg()) == config.run_id(make_cfg("update.eval_every=1")) == config.run_id(before)
+    assert config.run_id(make_cfg("update.search=bracket")) != config.run_id(before)

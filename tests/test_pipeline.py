@@ -11,16 +11,16 @@ import pytest
 import torch
 from conftest import ROOT, TINY, TINY_VGG, run_cli
 
+from gif_bench import config, runner, tasks, train
 from gif_bench import data as datasets
 from gif_bench import rows as result_rows
-from gif_bench import runner, tasks, train
 from gif_bench.data import Split
 
 
 def test_run_writes_a_complete_row_then_skips_then_reuses_the_cache(make_cfg, tmp_path):
     cfg = make_cfg(own_cache=True)
     row = runner.run(cfg)
-    path = result_rows.row_path(cfg)
+    path = result_rows.row_path(config.settle(cfg))  # runner.run canonicalised cfg in place
     assert path.exists() and json.loads(path.read_text())["run_id"] == row["run_id"]
     assert row["status"] == "ok" and row["error"] is None
     for key in (
@@ -83,15 +83,15 @@ def test_final_and_best_iterates_can_be_saved(make_cfg, tmp_path):
     assert (row["best_step"] == row["steps"]) == (not changed)
 
 
-def test_cache_key_follows_the_training_set(make_cfg):
-    cfg = make_cfg()
+def test_cache_key_follows_the_training_set(make_run):
+    run = make_run()
     x, y = torch.zeros(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
-    key = train.cache_key(cfg, Split(x, y))
-    assert train.cache_key(cfg, Split(x.clone(), y.clone())) == key
-    assert train.cache_key(cfg, Split(x, torch.tensor([0, 1, 2, 2]))) != key  # relabelled
-    assert train.cache_key(cfg, Split(x[:3], y[:3])) != key  # removed
-    assert train.cache_key(make_cfg("seed=1"), Split(x, y)) != key
-    assert train.cache_key(make_cfg("train.lr=0.01"), Split(x, y)) != key
+    key = train.cache_key(run, Split(x, y))
+    assert train.cache_key(run, Split(x.clone(), y.clone())) == key
+    assert train.cache_key(run, Split(x, torch.tensor([0, 1, 2, 2]))) != key  # relabelled
+    assert train.cache_key(run, Split(x[:3], y[:3])) != key  # removed
+    assert train.cache_key(make_run("seed=1"), Split(x, y)) != key
+    assert train.cache_key(make_run("train.lr=0.01"), Split(x, y)) != key
 
 
 def _wandb_records(path):
@@ -210,7 +210,7 @@ def test_the_methods_options_reach_the_harness(make_cfg):
     assert plain["test_loss"] == pytest.approx(traced["test_loss"], rel=1e-4)
 
 
-def test_the_retrain_oracle_is_trained_once_per_setting_and_reused(make_cfg, tmp_path):
+def test_the_retrain_oracle_is_trained_once_per_setting_and_reused(make_cfg, make_run, tmp_path):
     runs = [("method=gif", "mr=0.05"), ("method=gif", "mr=0.1"), ("method=freezing", "mr=0.05"), ("method=retrain",)]
     rows = [runner.run(make_cfg(*overrides, own_cache=True)) for overrides in runs]
     assert [r["retrain_cached"] for r in rows] == [False, True, True, True]
@@ -232,8 +232,8 @@ def test_the_retrain_oracle_is_trained_once_per_setting_and_reused(make_cfg, tmp
     assert gif["edit_seconds"] >= gif["influence_seconds"] >= gif["solve_seconds"] > 0
     # the edit's evaluation forwards: U and validation at every step (the test splits, every
     # update.eval_every steps and at the reported iterates, are the row's: report_seconds)
-    cfg = make_cfg("method=gif")
-    edit = tasks.build(cfg.task, datasets.load(cfg.dataset, cfg.paths.data))
+    run = make_run("method=gif")
+    edit = tasks.build(run.task, datasets.load(run.dataset, run.paths.data))
     decide = sum(len(edit.eval_sets[n]) for n in ("self", "val"))
     assert gif["eval_forwards"] == gif["steps"] * decide
     assert gif["report_seconds"] > 0 and gif["search_seconds"] > 0

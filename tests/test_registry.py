@@ -1,6 +1,8 @@
 """Adding a component is one registry entry (and its config): a method and a task registered
 here, inside the test, are validated, run, tabulated and plotted like the built-in ones."""
 
+from dataclasses import dataclass
+
 import pytest
 import torch
 from hydra.core.config_store import ConfigStore
@@ -15,15 +17,23 @@ from gif_bench.methods import METHODS, MethodSpec
 from gif_bench.tasks import TASKS, Edit, TaskSpec
 
 
-def _gradient_step(cfg, problem):
+def _gradient_step(run, problem):
     """Δθ = P_J g: a step up U's loss on the selected parameters, no curvature."""
     delta = tree.project(problem.grad, problem.mask)
     return delta, influence.SolveInfo(solver="none", iterations=0, converged=True, residual=0.0)
 
 
-def _first_examples(cfg, data):
+@dataclass(frozen=True)
+class ShareOptions:
+    """The throwaway task's config node, typed: what ``build`` and the stop rule read."""
+
+    share: float
+    stop_self_acc: float
+
+
+def _first_examples(task: ShareOptions, data):
     """Remove the first ``share`` of the training set."""
-    n = round(float(cfg.share) * len(data.train))
+    n = round(task.share * len(data.train))
     return Edit(
         train_set=data.train,
         removed_index=torch.arange(n, device=data.train.y.device),
@@ -45,6 +55,7 @@ def throwaway():
             columns=(Column("test_acc", "max"), Column("self_loss", "max"), Column("gap_to_retrain", "min")),
             gap_keys=("test_acc", "self_acc"),
             validate=lambda cfg: number(cfg, "task.share", 0.0, 1.0, lo_open=True),
+            options=ShareOptions,
         )
     )
     store.store(group="method", name="throwaway_step", node={"name": "throwaway_step"})

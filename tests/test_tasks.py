@@ -10,16 +10,19 @@ from torch import nn
 
 from gif_bench import data, metrics, tasks
 from gif_bench.data import Split
+from gif_bench.settings import Dataset
 
 
 def _task(name, **kw):
-    base = OmegaConf.load(CONF / "task" / f"{name}.yaml")
-    return OmegaConf.merge(base, {"seed": 0}, kw)
+    """``conf/task/<name>.yaml`` (seed 0) with ``kw`` over it, as the run's typed settings."""
+    node = OmegaConf.merge(OmegaConf.load(CONF / "task" / f"{name}.yaml"), {"seed": 0}, kw)
+    return tasks.settings(OmegaConf.to_container(node, resolve=True))
 
 
 @pytest.fixture(scope="module")
 def digits():
-    return data.load(OmegaConf.load(CONF / "dataset" / "digits.yaml"), "unused")
+    node = OmegaConf.to_container(OmegaConf.load(CONF / "dataset" / "digits.yaml"))
+    return data.load(Dataset.of(node), "unused")
 
 
 def test_checkerboard_adds_to_alternate_pixels_and_clamps():
@@ -45,7 +48,7 @@ def test_corner_patch_whitens_exactly_the_bottom_right_square():
 def test_trigger_is_stamped_in_pixel_space(digits):
     x = digits.train.x[:5]
     cfg = _task("backdoor")
-    diff = digits.to_pixels(tasks.add_trigger(x, digits, cfg)) - digits.to_pixels(x)
+    diff = digits.to_pixels(tasks.add_trigger(x, digits, cfg.options)) - digits.to_pixels(x)
     expected = tasks.checkerboard(digits.to_pixels(x)) - digits.to_pixels(x)
     assert torch.allclose(diff, expected, atol=1e-3)
     assert diff[..., 0, 1].abs().max() < 1e-3 and diff.max() > 15.9
@@ -53,7 +56,7 @@ def test_trigger_is_stamped_in_pixel_space(digits):
 
 def test_poisoning_rate_labels_and_seed(digits):
     cfg = _task("backdoor", poison_rate=0.1, target_class=4)
-    poisoned, index = tasks.poison(digits.train, digits, cfg)
+    poisoned, index = tasks.poison(digits.train, digits, cfg.options)
     m = len(digits.train)
     assert len(index) == round(0.1 * m) and len(index.unique()) == len(index)
     assert (digits.train.y[index] != 4).all()  # only real label flips
@@ -62,9 +65,9 @@ def test_poisoning_rate_labels_and_seed(digits):
     rest[index] = False
     assert torch.equal(poisoned.y[rest], digits.train.y[rest]) and torch.equal(poisoned.x[rest], digits.train.x[rest])
     assert not torch.equal(poisoned.x[index], digits.train.x[index])
-    again, index_again = tasks.poison(digits.train, digits, cfg)
+    again, index_again = tasks.poison(digits.train, digits, cfg.options)
     assert torch.equal(index, index_again) and torch.equal(again.x, poisoned.x)
-    _, other = tasks.poison(digits.train, digits, _task("backdoor", seed=1))
+    _, other = tasks.poison(digits.train, digits, _task("backdoor", seed=1).options)
     assert not torch.equal(index, other)
 
 
@@ -80,12 +83,12 @@ def test_backdoor_edit_sets(digits):
 
 def test_label_change_by_class_and_at_random(digits):
     y = digits.train.y
-    index, new = tasks.relabel(y, _task("label_change", mode="class", source_fraction=0.5), 10)
+    index, new = tasks.relabel(y, _task("label_change", mode="class", source_fraction=0.5).options, 10)
     n8 = int((y == 8).sum())
     assert len(index) == round(0.5 * n8) and (y[index] == 8).all() and (new == 0).all()
-    index, new = tasks.relabel(y, _task("label_change", mode="random", random_fraction=0.1), 10)
+    index, new = tasks.relabel(y, _task("label_change", mode="random", random_fraction=0.1).options, 10)
     assert len(index) == round(0.1 * len(y)) and (new != y[index]).all() and len(new.unique()) > 5
-    again, new_again = tasks.relabel(y, _task("label_change", mode="random", random_fraction=0.1), 10)
+    again, new_again = tasks.relabel(y, _task("label_change", mode="random", random_fraction=0.1).options, 10)
     assert torch.equal(index, again) and torch.equal(new, new_again)
     edit = tasks.build(_task("label_change"), digits)
     retrain = edit.retrain_set()
@@ -94,7 +97,7 @@ def test_label_change_by_class_and_at_random(digits):
 
 
 def test_class_removal_retrain_set_drops_the_class(digits):
-    edit = tasks.build(OmegaConf.load(CONF / "task" / "class_removal.yaml"), digits)
+    edit = tasks.build(_task("class_removal"), digits)
     retrain = edit.retrain_set()
     assert len(retrain) == edit.m - edit.u and not (retrain.y == 8).any()
 

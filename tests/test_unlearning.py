@@ -3,15 +3,17 @@ gradient of their objective computed by hand; and their rows through the harness
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 from torch import nn
 
-from gif_bench import runner, unlearning
+from gif_bench import config, runner, sweeps, unlearning
 from gif_bench.data import Data, Split
 from gif_bench.methods import METHODS
+from gif_bench.settings import Component, Recipe
 from gif_bench.tasks import Edit
 
 C, D, N = 3, 5, 24
@@ -32,25 +34,14 @@ def _setup(relabel: bool = False):
 
 
 def _cfg(method: str, **extra):
-    spec = {"epochs": 1, "lr_factor": 1.0, **extra}
-    return OmegaConf.create(
-        {
-            "seed": 0,
-            "method": {"name": method, **spec},
-            "train": {
-                "name": "toy",
-                "lr": LR,
-                "momentum": 0.0,
-                "weight_decay": 0.0,
-                "batch_size": 10_000,  # one batch: one step per epoch, the whole set's mean loss
-                "epochs": 99,
-                "schedule": "cosine",
-                "augment": False,
-                "drop_last": False,
-                "amp": False,
-            },
-        }
+    """The run's settings for ``method`` at one epoch and lr_factor 1 (``extra`` over its other
+    options), on a recipe of one full batch per epoch at :data:`LR`."""
+    base = config.run_settings(sweeps.compose([f"method={method}", "logger=none", "seed=0"]))
+    options = replace(base.method.options, epochs=1, lr_factor=1.0, **extra)
+    recipe = Recipe(  # one batch: one step per epoch, the whole set's mean loss
+        name="toy", lr=LR, momentum=0.0, weight_decay=0.0, batch_size=10_000, epochs=99, schedule="cosine"
     )
+    return base.but(method=Component(method, options), train=recipe, scale_epochs=False)
 
 
 def _step(method: str, relabel: bool = False, **extra):
@@ -159,11 +150,9 @@ def test_an_unlearner_runs_in_the_harness_and_records_its_cost(make_cfg):
 
 
 def test_the_cpu_profile_scales_the_recipes_to_the_same_share_of_training():
-    from gif_bench import sweeps
-
     def unlearner(*overrides):
-        cfg = sweeps.compose(list(overrides))
-        return unlearning.epochs(cfg), unlearning.recipe(cfg)
+        run = config.run_settings(sweeps.compose(list(overrides)))
+        return unlearning.epochs(run), unlearning.recipe(run)
 
     assert unlearner("method=finetune")[0] == 10  # the paper profile: as published
     epochs, recipe = unlearner("method=finetune", "profile=cpu")  # digits, 15 epochs: 10·15/182

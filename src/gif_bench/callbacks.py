@@ -43,8 +43,8 @@ class SweepChecks(Callback):
             return  # Optuna's jobs exist only as it proposes them: each is checked when it starts
         from hydra.errors import HydraException
 
-        from . import study, sweeps
-        from .config import validate
+        from . import sweeps
+        from .config import not_a_run, validate
 
         overrides = list(OmegaConf.to_container(config.hydra.overrides.task))
         jobs = sweeps.sweep_jobs(overrides)
@@ -53,7 +53,7 @@ class SweepChecks(Callback):
             swept = " ".join(o for o in job if o not in overrides) or "the command line"
             try:
                 cfg = next(configs)
-                if study.prepare(cfg) is None:
+                if not_a_run(cfg) is None:
                     validate(cfg)
             except (UserError, HydraException) as err:
                 why = str(err) if isinstance(err, UserError) else _one_line(err)

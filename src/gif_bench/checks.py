@@ -1,22 +1,29 @@
 """Checks of single config values, shared by every registry entry's validation.
 
-Each raises :class:`~gif_bench.errors.ConfigError` naming the key, the value given and what is
-allowed, e.g. ``mr=1.5: must be a number in (0, 1]``.
+They read the composed config as plain, resolved containers (``config.validate`` converts
+Hydra's config once), so that the entries' validators need nothing of OmegaConf. Each raises
+:class:`~gif_bench.errors.ConfigError` naming the key, the value given and what is allowed, e.g.
+``mr=1.5: must be a number in (0, 1]``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
-
-from omegaconf import DictConfig, OmegaConf
 
 from .errors import ConfigError
 
+Config = Mapping[str, Any]  # a composed config as plain, resolved containers
 
-def get(cfg: DictConfig, key: str) -> Any:
-    """``cfg``'s value at the dotted ``key`` (``None`` where it is absent)."""
-    return OmegaConf.select(cfg, key, throw_on_missing=False)
+
+def get(cfg: Config, key: str) -> Any:
+    """``cfg``'s value at the dotted ``key`` (``None`` where it, or a node above it, is absent)."""
+    node: Any = cfg
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
 
 
 def is_number(v: Any) -> bool:
@@ -24,7 +31,7 @@ def is_number(v: Any) -> bool:
 
 
 def number(
-    cfg: DictConfig, key: str, lo: float, hi: float = float("inf"), *, lo_open: bool = False, integer: bool = False
+    cfg: Config, key: str, lo: float, hi: float = float("inf"), *, lo_open: bool = False, integer: bool = False
 ) -> Any:
     """The number at ``key``, checked to lie in [lo, hi] ((lo, hi] with ``lo_open``)."""
     v = get(cfg, key)
@@ -39,7 +46,7 @@ def number(
     return v
 
 
-def choice(cfg: DictConfig, key: str, allowed: Iterable[Any]) -> Any:
+def choice(cfg: Config, key: str, allowed: Iterable[Any]) -> Any:
     """The value at ``key``, checked to be one of ``allowed``."""
     allowed = list(allowed)
     v = get(cfg, key)

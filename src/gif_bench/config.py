@@ -1,4 +1,7 @@
-"""Validation of the composed config, run before any data is read or anything is written.
+"""Where Hydra's composed config becomes a run's typed settings, the one module below the
+command line that reads it: validation (before any data is read or anything is written),
+canonicalisation, the run id, and :func:`settle`, which turns the config into
+:class:`~gif_bench.settings.Run` for everything below.
 
 Every check raises :class:`~gif_bench.errors.ConfigError` naming the key, the value given and
 what is allowed, e.g. ``mr=1.5: must be a number in (0, 1]``.
@@ -11,9 +14,10 @@ import re
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from .checks import choice, get, is_number, number
+from . import methods, storage, study, tasks
+from .checks import Config, choice, get, is_number, number
 from .data import DATASETS
 from .errors import ConfigError
 from .influence import LINEAR_METHODS, SOLVERS
@@ -24,7 +28,22 @@ from .line_search import SEARCHES
 from .methods import METHODS
 from .models import MODELS
 from .selectors import SELECTORS
-from .settings import OPTIMIZERS, SCHEDULES
+from .settings import (
+    OPTIMIZERS,
+    SCHEDULES,
+    Dataset,
+    Hessian,
+    Logger,
+    Model,
+    Paths,
+    Recipe,
+    Run,
+    Selector,
+    Solver,
+    Update,
+    resolve_device,
+    typed,
+)
 from .tasks import TASKS
 
 LOGGERS = ("wandb", "none")
@@ -32,18 +51,7 @@ WANDB_MODES = ("offline", "online", "disabled")
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
-def resolve_device(spec: str) -> torch.device:
-    """``auto`` → cuda if available, else mps, else cpu; anything else as given."""
-    if spec == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    return torch.device(spec)
-
-
-def _device(cfg) -> None:
+def _device(cfg: Config) -> None:
     spec = get(cfg, "device")
     if not isinstance(spec, str) or not DEVICE_PATTERN.match(spec):
         raise ConfigError(f"device={spec}", "must be auto, cpu, cuda, cuda:N or mps")
@@ -57,7 +65,7 @@ def _device(cfg) -> None:
         raise ConfigError(f"device={spec}", "MPS is not available on this machine; use device=cpu or device=auto")
 
 
-def _writable_folder(cfg: DictConfig, key: str) -> None:
+def _writable_folder(cfg: Config, key: str) -> None:
     """``key`` names a folder that exists or can be made: its nearest existing ancestor is a
     writable folder. Nothing is created here."""
     path = Path(str(get(cfg, key))).absolute()
@@ -66,11 +74,25 @@ def _writable_folder(cfg: DictConfig, key: str) -> None:
         raise ConfigError(f"{key}={get(cfg, key)}", f"must be a folder this user can write ({existing} is not)")
 
 
+def not_a_run(cfg: DictConfig) -> str | None:
+    """Why this job of the solver study's sweep is not a run (its variant applies to other
+    methods, :func:`gif_bench.study.skipped`), or ``None``. First resolves, in place, the study's
+    node (its reference's MR and selector are ``${mr}`` and ``${selector.name}``, which
+    :func:`canonicalize` turns into 1 and ``all`` for a method without a mask)."""
+    node = cfg.get("study")
+    if node is None:
+        return None
+    OmegaConf.resolve(node)
+    return study.skipped(OmegaConf.to_container(node), OmegaConf.select(cfg, "method.name"))
+
+
 def validate(cfg: DictConfig) -> None:
     """Check every user-facing value of ``cfg``; raise :class:`ConfigError` on the first bad one.
 
-    The common keys are checked here, each component's own keys by its registry entry.
+    The common keys are checked here, each component's own keys by its registry entry, on the
+    config as plain, resolved containers.
     """
+    cfg = OmegaConf.to_container(cfg, resolve=True)
     number(cfg, "mr", 0.0, 1.0, lo_open=True)
     number(cfg, "seed", 0, integer=True)
     _device(cfg)
@@ -191,3 +213,75 @@ def canonicalize(cfg: DictConfig) -> DictConfig:
         if is_number(get(cfg, "mr")) and cfg.mr >= 1.0 and get(cfg, "selector") is not None:
             cfg.selector.name = "all"
     return cfg
+
+
+# Keys that change where or how a run is recorded, not what it computes.
+# paper_series reaches the run only through solver=authors, whose resolved keys are hashed; the
+# solver study's study_grid only through the solver's and the method's damping (experiment=solver_study).
+NOT_IN_RUN_ID = ("paths", "logger", "force", "save_edited", "hydra", "profile", "paper_series", "study_grid")
+# Nested keys of the same kind: update.eval_every sets how densely the trajectory records the
+# test splits, not the final or best iterate (tests/test_line_search.py).
+NOT_IN_RUN_ID_NESTED = ("update.eval_every",)
+# Options hashed only away from the value that computes what runs did before they existed, so
+# that adding one keeps every earlier run id (and its rows and cached results).
+HASHED_UNLESS = {"update.search": "linear"}
+
+
+def _pop(spec: dict, dotted: str, unless: object = None, always: bool = True) -> None:
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        spec = spec.get(key) if isinstance(spec, dict) else None
+    if isinstance(spec, dict) and leaf in spec and (always or spec[leaf] == unless):
+        del spec[leaf]
+
+
+def run_id(cfg: DictConfig) -> str:
+    """Hash of the resolved config without the keys of :data:`NOT_IN_RUN_ID`; ``device: auto`` is
+    replaced by the device type it resolves to, so CPU and GPU results are kept apart."""
+    spec = OmegaConf.to_container(cfg, resolve=True)
+    for key in NOT_IN_RUN_ID:
+        spec.pop(key, None)
+    for key in NOT_IN_RUN_ID_NESTED:
+        _pop(spec, key)
+    for key, value in HASHED_UNLESS.items():
+        _pop(spec, key, unless=value, always=False)
+    spec["device"] = resolve_device(str(cfg.device)).type
+    return storage.digest(spec, length=12)
+
+
+def settle(cfg: DictConfig) -> Run:
+    """The typed settings of a validated, canonicalised config (:func:`validate`,
+    :func:`canonicalize`): each component's node as its dataclass (a task's and a method's
+    options as their registry entry declares), the resolved config itself as the run's
+    ``fingerprint`` (the cache keys hash parts of it) and its :func:`run_id`."""
+    values = OmegaConf.to_container(cfg, resolve=True)
+    return Run(
+        name=str(values["name"]),
+        seed=int(values["seed"]),
+        mr=float(values["mr"]),
+        device=str(values["device"]),
+        force=bool(values["force"]),
+        save_edited=bool(values["save_edited"]),
+        paths=typed(Paths, values["paths"]),
+        dataset=Dataset.of(values["dataset"]),
+        model=typed(Model, values["model"]),
+        task=tasks.settings(values["task"]),
+        selector=typed(Selector, values["selector"]),
+        method=methods.settings(values["method"]),
+        solver=Solver.of(values["solver"]),
+        hessian=typed(Hessian, values["hessian"]),
+        update=typed(Update, values["update"]),
+        train=Recipe.of(values["train"]),
+        logger=Logger.of(values["logger"]),
+        scale_epochs=bool((values.get("unlearning") or {}).get("scale_epochs", False)),
+        study=values.get("study"),
+        fingerprint=values,
+        run_id=run_id(cfg),
+    )
+
+
+def run_settings(cfg: DictConfig) -> Run:
+    """:func:`validate`, :func:`canonicalize` (in place) and :func:`settle` ``cfg``: what the
+    runner and every script do with a composed config."""
+    validate(cfg)
+    return settle(canonicalize(cfg))

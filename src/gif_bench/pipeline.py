@@ -1,7 +1,8 @@
-"""The steps every run and every script shares, in one place: from a validated config to the
-data, the edit, the network, the trained model and the oracle retrained without U.
+"""The steps every run and every script shares, in one place: from a run's typed settings
+(:class:`~gif_bench.settings.Run`) to the data, the edit, the network, the trained model and the
+oracle retrained without U.
 
-``runner.run`` records a row from them; ``scripts/`` (bench, preconditioner_bound,
+``record.record`` records a row from them; ``scripts/`` (bench, preconditioner_bound,
 learning_curve) call the same functions instead of assembling the steps again.
 """
 
@@ -11,23 +12,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
 from torch import nn
 
 from . import data as datasets
 from . import influence, models, tasks, train
-from .config import resolve_device
 from .edit import Edit
 from .errors import ConfigError
 from .influence.methods import EXACT_MAX_PARAMS
+from .settings import Run, resolve_device
 
 
 @dataclass
 class Prepared:
     """A run's inputs before training: the device, the dataset, the task's edit and the network
-    at its seeded initialisation (``cfg.seed``)."""
+    at its seeded initialisation (``run.seed``)."""
 
-    cfg: DictConfig
+    run: Run
     device: torch.device
     dataset: datasets.Data
     edit: Edit
@@ -35,45 +35,45 @@ class Prepared:
 
     def network(self) -> nn.Module:
         """A fresh network of the run's architecture at the seeded initialisation."""
-        return network(self.cfg, self.dataset, self.device)
+        return network(self.run, self.dataset, self.device)
 
 
-def network(cfg: DictConfig, dataset: datasets.Data, device: torch.device | str) -> nn.Module:
-    """``cfg.model`` for ``dataset``'s images and classes, initialised from ``cfg.seed``."""
-    torch.manual_seed(int(cfg.seed))
-    return models.build(cfg.model, dataset.in_channels, dataset.num_classes, cfg.dataset.image_size).to(device)
+def network(run: Run, dataset: datasets.Data, device: torch.device | str) -> nn.Module:
+    """``run.model`` for ``dataset``'s images and classes, initialised from ``run.seed``."""
+    torch.manual_seed(run.seed)
+    return models.build(run.model, dataset.in_channels, dataset.num_classes, run.dataset.image_size).to(device)
 
 
-def prepare(cfg: DictConfig, device: torch.device | str | None = None) -> Prepared:
+def prepare(run: Run, device: torch.device | str | None = None) -> Prepared:
     """Load the data (once per process), build the task's edit and the seeded network, and
     refuse, before any training, what the network makes impossible (:func:`check_fits`)."""
-    device = resolve_device(cfg.device) if device is None else torch.device(device)
-    dataset = datasets.load(cfg.dataset, cfg.paths.data, device)
-    edit = tasks.build(cfg.task, dataset)
-    model = network(cfg, dataset, device)
-    check_fits(cfg, model)
-    return Prepared(cfg, device, dataset, edit, model)
+    device = resolve_device(run.device) if device is None else torch.device(device)
+    dataset = datasets.load(run.dataset, run.paths.data, device)
+    edit = tasks.build(run.task, dataset)
+    model = network(run, dataset, device)
+    check_fits(run, model)
+    return Prepared(run, device, dataset, edit, model)
 
 
-def check_fits(cfg: DictConfig, model: nn.Module) -> None:
+def check_fits(run: Run, model: nn.Module) -> None:
     """The checks that need the network: the exact solver's size limit, and an MR that selects
     at least one parameter."""
-    if cfg.solver.name == "exact" and models.n_params(model) > EXACT_MAX_PARAMS:
+    if run.solver.name == "exact" and models.n_params(model) > EXACT_MAX_PARAMS:
         raise ConfigError(
             "solver=exact",
             f"needs a model of at most {EXACT_MAX_PARAMS:,} parameters; this one has "
             f"{models.n_params(model):,} (use solver=cg or solver=lissa)",
         )
-    budget = sum(influence.layer_budget(m, float(cfg.mr)) for m in influence.selectable_layers(model).values())
-    if cfg.selector.name != "all" and budget == 0:
-        raise ConfigError(f"mr={cfg.mr}", "selects no parameter in any layer of this model; raise mr")
+    budget = sum(influence.layer_budget(m, run.mr) for m in influence.selectable_layers(model).values())
+    if run.selector.name != "all" and budget == 0:
+        raise ConfigError(f"mr={run.mr}", "selects no parameter in any layer of this model; raise mr")
 
 
 def trained(prepared: Prepared) -> train.Trained:
     """The model trained on the edit's training set (loaded from the cache when it is there);
     trains ``prepared.model`` in place."""
     p = prepared
-    return train.train_or_load(p.cfg, p.model, p.dataset, p.edit.train_set, p.device, Path(p.cfg.paths.cache))
+    return train.train_or_load(p.run, p.model, p.dataset, p.edit.train_set, p.device, Path(p.run.paths.cache))
 
 
 def retrained(prepared: Prepared) -> train.Trained:
@@ -82,4 +82,4 @@ def retrained(prepared: Prepared) -> train.Trained:
     and MR of one setting shares it."""
     p = prepared
     fresh = p.network()
-    return train.train_or_load(p.cfg, fresh, p.dataset, p.edit.retrain_set(), p.device, Path(p.cfg.paths.cache))
+    return train.train_or_load(p.run, fresh, p.dataset, p.edit.retrain_set(), p.device, Path(p.run.paths.cache))

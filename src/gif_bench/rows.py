@@ -1,5 +1,6 @@
 """Result rows: one JSON file per run under ``<paths.root>/results/<experiment>/<run_id>.json``,
-written atomically, identified by a hash of the config, collected into a DataFrame."""
+written atomically, identified by a hash of the config (``run_id``, computed where the config
+becomes settings, :func:`gif_bench.config.run_id`), collected into a DataFrame."""
 
 from __future__ import annotations
 
@@ -7,9 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
-
 from . import storage
+from .settings import Run
 
 # A row describes four models with the same metric names, told apart by a prefix (README, "Where
 # things go"): the final iterate (none), the best iterate on validation, the model before the
@@ -27,44 +27,8 @@ def prefixed(model: str, values: dict[str, Any], keys) -> dict[str, Any]:
     return {column(k, model): values[k] for k in keys if k in values}
 
 
-# Keys that change where or how a run is recorded, not what it computes.
-# paper_series reaches the run only through solver=authors, whose resolved keys are hashed; the
-# solver study's study_grid only through the solver's and the method's damping (experiment=solver_study).
-NOT_IN_RUN_ID = ("paths", "logger", "force", "save_edited", "hydra", "profile", "paper_series", "study_grid")
-# Nested keys of the same kind: update.eval_every sets how densely the trajectory records the
-# test splits, not the final or best iterate (tests/test_line_search.py).
-NOT_IN_RUN_ID_NESTED = ("update.eval_every",)
-# Options hashed only away from the value that computes what runs did before they existed, so
-# that adding one keeps every earlier run id (and its rows and cached results).
-HASHED_UNLESS = {"update.search": "linear"}
-
-
-def _pop(spec: dict, dotted: str, unless: object = None, always: bool = True) -> None:
-    *parents, leaf = dotted.split(".")
-    for key in parents:
-        spec = spec.get(key) if isinstance(spec, dict) else None
-    if isinstance(spec, dict) and leaf in spec and (always or spec[leaf] == unless):
-        del spec[leaf]
-
-
-def run_id(cfg: DictConfig) -> str:
-    """Hash of the resolved config without the keys of :data:`NOT_IN_RUN_ID`; ``device: auto`` is
-    replaced by the device type it resolves to, so CPU and GPU results are kept apart."""
-    from .config import resolve_device
-
-    spec = OmegaConf.to_container(cfg, resolve=True)
-    for key in NOT_IN_RUN_ID:
-        spec.pop(key, None)
-    for key in NOT_IN_RUN_ID_NESTED:
-        _pop(spec, key)
-    for key, value in HASHED_UNLESS.items():
-        _pop(spec, key, unless=value, always=False)
-    spec["device"] = resolve_device(str(cfg.device)).type
-    return storage.digest(spec, length=12)
-
-
-def row_path(cfg: DictConfig) -> Path:
-    return Path(cfg.paths.root) / "results" / str(cfg.name) / f"{run_id(cfg)}.json"
+def row_path(run: Run) -> Path:
+    return Path(run.paths.root) / "results" / run.name / f"{run.run_id}.json"
 
 
 def read_row(path: Path) -> dict[str, Any] | None:
@@ -74,14 +38,14 @@ def read_row(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def finished(cfg: DictConfig) -> dict[str, Any] | None:
+def finished(run: Run) -> dict[str, Any] | None:
     """The existing ``ok`` row of this configuration, if there is one."""
-    row = read_row(row_path(cfg))
+    row = read_row(row_path(run))
     return row if row and row.get("status") == "ok" else None
 
 
-def write_row(cfg: DictConfig, row: dict[str, Any]) -> Path:
-    return storage.write_json(row_path(cfg), row)
+def write_row(run: Run, row: dict[str, Any]) -> Path:
+    return storage.write_json(row_path(run), row)
 
 
 def collect(root: str | Path, experiment: str | None = None):

@@ -54,21 +54,21 @@ turns over, not identities; the table also lists each variant's own knob.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 import math
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import Tensor
 
-from . import editing, influence, storage, train
+from . import editing, influence, methods, storage, train
 from .influence import tree
 from .methods import METHODS
+from .settings import Run, Selector, Solver
 
 log = logging.getLogger(__name__)
 
@@ -76,45 +76,45 @@ REFERENCE_METHOD = "gif"  # the system of a method without one of its own (K-FAC
 REFERENCES = ("series", "converged")  # the study's reference solvers (study.<name>)
 
 
-def spec_of(cfg: DictConfig) -> DictConfig | None:
+def spec_of(run: Run) -> Mapping[str, Any] | None:
     """The run's ``study`` node, or ``None`` outside the study."""
-    return cfg.get("study")
+    return run.study
 
 
-def skipped(cfg: DictConfig) -> str | None:
-    """Why this job of the study's sweep is not a run (its variant applies to other methods), or
-    ``None``."""
-    study = spec_of(cfg)
-    if study is None or study.get("methods") is None or cfg.method.name in study.methods:
+def skipped(study: Mapping[str, Any] | None, method: str) -> str | None:
+    """Why the job of the study's sweep with this ``study`` node (plain, resolved) and ``method``
+    is not a run (its variant applies to other methods), or ``None``."""
+    if study is None or study.get("methods") is None or method in study["methods"]:
         return None
-    methods = ", ".join(study.methods)
-    return f"study_variant={study.get('variant')} applies to {methods}, not method={cfg.method.name}"
+    methods = ", ".join(study["methods"])
+    return f"study_variant={study.get('variant')} applies to {methods}, not method={method}"
 
 
-def row_fields(cfg: DictConfig) -> dict[str, Any]:
+def row_fields(run: Run) -> dict[str, Any]:
     """The variant's name, family and label, and the solver's knobs (empty outside the study)."""
-    study = spec_of(cfg)
+    study = spec_of(run)
     if study is None:
         return {}
     return {
         "study_variant": study.get("variant"),
         "study_family": study.get("family"),
         "study_label": study.get("label"),
-        "solver_damping": cfg.solver.get("damping"),
-        "solver_max_iter": cfg.solver.get("max_iter"),
-        "solver_tol": cfg.solver.get("tol"),
+        "solver_damping": run.solver.options.get("damping"),
+        "solver_max_iter": run.solver.options.get("max_iter"),
+        "solver_tol": run.solver.options.get("tol"),
     }
 
 
-def wants_references(cfg: DictConfig) -> bool:
-    study = spec_of(cfg)
+def wants_references(run: Run) -> bool:
+    study = spec_of(run)
     return study is not None and bool(study.get("references", False))
 
 
-def _solver_spec(node: DictConfig) -> dict[str, Any]:
-    """A solver node as the options that reach the solver: resolved, and without CG's probe
-    options where there is no preconditioner (as :func:`gif_bench.config.canonicalize` drops them)."""
-    spec = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+def _solver_spec(node: Mapping[str, Any] | Solver) -> dict[str, Any]:
+    """A solver (a study's node, or the run's) as the options that reach the solver, with its
+    name: without CG's probe options where there is no preconditioner (as
+    :func:`gif_bench.config.canonicalize` drops them)."""
+    spec = {"name": node.name, **node.options} if isinstance(node, Solver) else dict(node)
     if "preconditioner" in spec and spec["preconditioner"] is None:
         spec.pop("probes", None)
         spec.pop("probe_seed", None)
@@ -126,31 +126,20 @@ def _own_system(method: str) -> bool:
     return method in influence.LINEAR_METHODS and METHODS[method].uses_mask
 
 
-def prepare(cfg: DictConfig) -> str | None:
-    """Before a study run's config is validated and canonicalised: resolve its ``study`` node (the
-    reference's MR and selector are ``${mr}`` and ``${selector.name}``, which canonicalisation
-    turns into 1 and ``all`` for a method without a mask) and say why the job is not a run
-    (:func:`skipped`), or return ``None``."""
-    study = spec_of(cfg)
-    if study is not None:
-        OmegaConf.resolve(study)
-    return skipped(cfg)
-
-
-def reference_problem(cfg: DictConfig, edit, problem: editing.Problem) -> tuple[str, editing.Problem]:
+def reference_problem(run: Run, edit, problem: editing.Problem) -> tuple[str, editing.Problem]:
     """The method and posed problem whose converged solution and series a run is compared with:
     its own, or for a method without a least-squares system of its own (K-FAC, EK-FAC)
     ``study.reference``'s (GIF at the study's MR and selector: the same trained model, g and
     Hessian sample, the GIF rows' J, so that their references serve)."""
-    if _own_system(cfg.method.name):
-        return cfg.method.name, problem
-    reference = spec_of(cfg).get("reference") or {}
+    if _own_system(run.method.name):
+        return run.method.name, problem
+    reference = spec_of(run).get("reference") or {}
     name = str(reference.get("method", REFERENCE_METHOD))
-    posed = copy.deepcopy(cfg)
-    with open_dict(posed):
-        posed.method = {"name": name}
-        posed.mr = float(reference.get("mr", cfg.mr))
-        posed.selector.name = str(reference.get("selector", cfg.selector.name))
+    posed = run.but(
+        method=methods.settings({"name": name}),
+        mr=float(reference.get("mr", run.mr)),
+        selector=Selector(str(reference.get("selector", run.selector.name)), run.selector.samples),
+    )
     return name, editing.setup(posed, problem.model, edit, METHODS[name])
 
 
@@ -161,14 +150,14 @@ def _conv_linear(problem: editing.Problem) -> dict[str, Tensor]:
 
 
 def reference_key(
-    cfg: DictConfig, edit, problem: editing.Problem, method: str, mask: dict[str, Tensor], what: dict[str, Any]
+    run: Run, edit, problem: editing.Problem, method: str, mask: dict[str, Tensor], what: dict[str, Any]
 ) -> str:
     """The cache key of a reference: the trained model's, the task, the method, the mask, the
     Hessian sample, g and ``what`` (the reference solver's options, or the spectrum's)."""
     first = next(iter(problem.params.values()))
     spec = {
-        "model": train.cache_key(cfg, edit.train_set),
-        "task": OmegaConf.to_container(cfg.task, resolve=True),
+        "model": train.cache_key(run, edit.train_set),
+        "task": run.fingerprint["task"],
         "method": method,
         "mask": storage.tensor_digest(*(mask[k] for k in problem.params)),
         "hessian": storage.tensor_digest(*problem.hessian_batch),
@@ -180,8 +169,8 @@ def reference_key(
     return storage.digest(spec, length=20)
 
 
-def _path(cfg: DictConfig, key: str) -> Path:
-    return Path(cfg.paths.cache) / "directions" / f"{key}.pt"
+def _path(run: Run, key: str) -> Path:
+    return Path(run.paths.cache) / "directions" / f"{key}.pt"
 
 
 def _load(path, params: dict[str, Tensor]) -> dict | None:
@@ -226,20 +215,17 @@ def _store(
     storage.save_torch(path, entry)
 
 
-def _solve(cfg: DictConfig, problem: editing.Problem, method: str, mask, node: DictConfig):
+def _solve(run: Run, problem: editing.Problem, method: str, mask, node: Mapping[str, Any]):
     """Δθ of ``method`` on ``problem`` with mask ``mask``, solved by the solver ``node``, with the
     options a run of that solver would pass (:func:`gif_bench.editing.solver_options`)."""
-    run_cfg = copy.deepcopy(cfg)
-    with open_dict(run_cfg):
-        run_cfg.solver = _solver_spec(node)
-    options = editing.solver_options(run_cfg)
+    options = editing.solver_options(run.but(solver=Solver.of(_solver_spec(node))))
     return influence.solve_linear(
         method,
         problem.hessian_loss,
         problem.params,
         problem.grad,
         mask=mask,
-        solver=str(node.name),
+        solver=str(node["name"]),
         model=problem.folded,
         **options,
     )
@@ -279,15 +265,15 @@ def cosine(a: dict[str, Tensor], b: dict[str, Tensor]) -> float:
     return float(x @ y) / (nx * ny)
 
 
-def regularisation(cfg: DictConfig, info: influence.SolveInfo, lam_max: float) -> tuple[float, float]:
+def regularisation(run: Run, info: influence.SolveInfo, lam_max: float) -> tuple[float, float]:
     """``(ρ, λ_eff)`` of the run's solve (module docstring); NaN where λ_max is not positive."""
     if not (lam_max > 0 and math.isfinite(lam_max)):
         return math.nan, math.nan
-    if not _own_system(cfg.method.name):  # K-FAC, EK-FAC: (G + μI)⁻¹, μ in info.scale
+    if not _own_system(run.method.name):  # K-FAC, EK-FAC: (G + μI)⁻¹, μ in info.scale
         mu = float(info.scale)
         return mu / math.sqrt(lam_max), mu
-    name = str(cfg.solver.name)
-    damping = float(cfg.solver.get("damping") or 0.0)
+    name = run.solver.name
+    damping = float(run.solver.options.get("damping") or 0.0)
     if name in influence.SOLVERS and getattr(influence.SOLVERS[name], "lissa", name == "lissa"):
         terms = int(info.iterations) + 1  # N products: N + 1 terms of the series
         lam_eff = float(info.scale) ** 2 / terms + damping
@@ -298,20 +284,20 @@ def regularisation(cfg: DictConfig, info: influence.SolveInfo, lam_max: float) -
     return math.sqrt(lam_eff / lam_max), lam_eff
 
 
-def stored_solve(cfg: DictConfig, edit):
+def stored_solve(run: Run, edit):
     """For a run whose own solve is one of the study's references (its ``series`` and
     ``converged`` variants): a function of the posed problem that returns that reference from
     the cache as ``(Δθ, info, the seconds its solve took)``, or ``None`` where it is not there
     (:func:`gif_bench.editing.influence_direction`'s ``stored``), so that the study solves it
     once, whichever run needs it first. ``None`` for every other run."""
-    if not wants_references(cfg) or not _own_system(cfg.method.name):
+    if not wants_references(run) or not _own_system(run.method.name):
         return None
-    own = _solver_spec(cfg.solver)
-    if not any(_solver_spec(spec_of(cfg)[name]) == own for name in REFERENCES):
+    own = _solver_spec(run.solver)
+    if not any(_solver_spec(spec_of(run)[name]) == own for name in REFERENCES):
         return None
 
     def stored(problem: editing.Problem):
-        path = _path(cfg, reference_key(cfg, edit, problem, cfg.method.name, problem.mask, {"solver": own}))
+        path = _path(run, reference_key(run, edit, problem, run.method.name, problem.mask, {"solver": own}))
         entry = _load(path, problem.params)
         if entry is None:
             return None
@@ -322,10 +308,10 @@ def stored_solve(cfg: DictConfig, edit):
     return stored
 
 
-def _spectrum(cfg: DictConfig, edit, problem: editing.Problem, method: str, mask) -> tuple[float, bool]:
+def _spectrum(run: Run, edit, problem: editing.Problem, method: str, mask) -> tuple[float, bool]:
     """(λ_max of ``method``'s normal equations on ``mask``, whether it came from the cache)."""
-    iters = int(spec_of(cfg).get("power_iters", 20))
-    path = _path(cfg, reference_key(cfg, edit, problem, method, mask, {"spectrum": iters, "seed": int(cfg.seed)}))
+    iters = int(spec_of(run).get("power_iters", 20))
+    path = _path(run, reference_key(run, edit, problem, method, mask, {"spectrum": iters, "seed": run.seed}))
     if (entry := _load(path, problem.params)) is not None:
         return float(entry["value"]), True
     _, info = influence.solve_linear(
@@ -334,22 +320,22 @@ def _spectrum(cfg: DictConfig, edit, problem: editing.Problem, method: str, mask
         problem.params,
         problem.grad,
         mask=mask,
-        solver=_power(iters, int(cfg.seed)),
+        solver=_power(iters, run.seed),
         model=problem.folded,
-        hvp=str(cfg.hessian.product),
+        hvp=run.hessian.product,
     )
     _store(path, None, info, value=float(info.scale))
     return float(info.scale), False
 
 
-def reference_fields(cfg: DictConfig, edit, direction: editing.Direction) -> dict[str, Any]:
+def reference_fields(run: Run, edit, direction: editing.Direction) -> dict[str, Any]:
     """The study's measurements of ``direction`` (module docstring), computing or loading the
     references it is compared with; call before the update loop moves the parameters."""
-    study = spec_of(cfg)
-    own = _own_system(cfg.method.name)
-    method, problem = reference_problem(cfg, edit, direction.problem)
+    study = spec_of(run)
+    own = _own_system(run.method.name)
+    method, problem = reference_problem(run, edit, direction.problem)
     mask = problem.mask
-    own_spec = _solver_spec(cfg.solver)
+    own_spec = _solver_spec(run.solver)
     in_j = tree.norm(tree.project(direction.delta, mask))
     norm = tree.norm(direction.delta)
     row: dict[str, Any] = {
@@ -363,7 +349,7 @@ def reference_fields(cfg: DictConfig, edit, direction: editing.Direction) -> dic
     for name in REFERENCES:
         node = study[name]
         spec = _solver_spec(node)
-        path = _path(cfg, reference_key(cfg, edit, problem, method, mask, {"solver": spec}))
+        path = _path(run, reference_key(run, edit, problem, method, mask, {"solver": spec}))
         if own and spec == own_spec:  # this run is the reference: its own direction, stored for the others
             delta, info = direction.delta, direction.info
             if not path.exists():
@@ -374,7 +360,7 @@ def reference_fields(cfg: DictConfig, edit, direction: editing.Direction) -> dic
             cached = False
             log.info("study: solving the %s reference (%s by %s)", name, method, spec.get("name"))
             solving = time.perf_counter()
-            delta, info = _solve(cfg, problem, method, mask, node)
+            delta, info = _solve(run, problem, method, mask, node)
             _store(path, delta, info, seconds=time.perf_counter() - solving)
         row[f"cos_{name}"] = cosine(direction.delta, delta)
         row[f"{name}_iterations"] = info.iterations
@@ -383,9 +369,9 @@ def reference_fields(cfg: DictConfig, edit, direction: editing.Direction) -> dic
         if name == "series":  # its final loss divisor M and restarts
             row.update(series_scale=info.scale, series_restarts=info.restarts)
     if own:  # λ_max of the run's own normal equations
-        lam_max, found = _spectrum(cfg, edit, problem, method, mask)
+        lam_max, found = _spectrum(run, edit, problem, method, mask)
     else:  # K-FAC's cut-off against H's top eigenvalue over the parameters it changes
-        lam_max, found = _spectrum(cfg, edit, direction.problem, REFERENCE_METHOD, _conv_linear(direction.problem))
-    rho, lam_eff = regularisation(cfg, direction.info, lam_max)
+        lam_max, found = _spectrum(run, edit, direction.problem, REFERENCE_METHOD, _conv_linear(direction.problem))
+    rho, lam_eff = regularisation(run, direction.info, lam_max)
     row.update(spectrum_max=lam_max, effective_damping=lam_eff, regularisation=rho, references_cached=cached and found)
     return row

@@ -48,8 +48,7 @@ def study_grid(overrides: list[str]) -> pd.DataFrame:
     and ``damping`` and the method's ``damping`` (as the run records them), the
     experiment and the ``run_ids`` the run can have (as :func:`gif_bench.sweeps.expected_grid`);
     the pairs a variant does not apply to are left out."""
-    from .config import canonicalize, resolve_device
-    from .study import prepare
+    from .config import canonicalize, not_a_run, resolve_device
 
     here = resolve_device("auto").type
     cells: dict[tuple, dict[str, Any]] = {}
@@ -68,7 +67,7 @@ def study_grid(overrides: list[str]) -> pd.DataFrame:
             cfg = composer(job)
             methods = cfg.study.get("methods") if cfg.get("study") is not None else None
             applies.setdefault(variant, None if methods is None else list(methods))
-            if prepare(cfg) is not None:  # as the run does before canonicalising
+            if not_a_run(cfg) is not None:  # as the run does before canonicalising
                 continue
             cfg = canonicalize(cfg)
             key = (cfg.task.name, cfg.method.name, str(cfg.study.variant), int(cfg.seed))

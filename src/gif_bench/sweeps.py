@@ -129,7 +129,7 @@ def device_run_ids(cfg: DictConfig, here: str) -> list[str]:
     """The run ids ``cfg`` is recorded under: its device's, or for ``device=auto`` this
     machine's device type first and then every other's (a run made elsewhere counts too).
     Sets ``cfg.device`` as it goes."""
-    from .rows import run_id
+    from .config import run_id
 
     devices = [here, *({"cpu", "cuda", "mps"} - {here})] if cfg.device == "auto" else [cfg.device]
     ids = []

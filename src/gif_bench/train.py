@@ -18,14 +18,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from . import storage
 from .data import Data, Split, augment, batches
 from .errors import TrainingDiverged
-from .settings import Recipe
+from .settings import Recipe, Run
 
 log = logging.getLogger(__name__)
 
@@ -37,22 +36,19 @@ class Trained:
     cached: bool
 
 
-def recipe_of(cfg: DictConfig) -> Recipe:
-    """The run's training recipe (``cfg.train``), typed."""
-    return Recipe.of(OmegaConf.to_container(cfg.train, resolve=True))
-
-
-def cache_key(cfg: DictConfig, train_set: Split) -> str:
+def cache_key(run: Run, train_set: Split) -> str:
     """Hash of everything that determines trained weights (the device type too: CPU and CUDA
-    draw different random streams, and bf16 autocast only runs on CUDA)."""
+    draw different random streams, and bf16 autocast only runs on CUDA): the dataset's, the
+    model's and the recipe's config nodes as given (``run.fingerprint``), the seed and the
+    training set's contents."""
     device = train_set.y.device.type
     spec = {
         "device": device,
-        "amp": bool(cfg.train.amp) and device == "cuda",
-        "dataset": OmegaConf.to_container(cfg.dataset, resolve=True),
-        "model": OmegaConf.to_container(cfg.model, resolve=True),
-        "train": OmegaConf.to_container(cfg.train, resolve=True),
-        "seed": int(cfg.seed),
+        "amp": run.train.amp and device == "cuda",
+        "dataset": run.fingerprint["dataset"],
+        "model": run.fingerprint["model"],
+        "train": run.fingerprint["train"],
+        "seed": run.seed,
         "train_set": storage.tensor_digest(train_set.x, train_set.y),
     }
     return storage.digest(spec)
@@ -152,11 +148,9 @@ def fit(
     return model
 
 
-def train_or_load(
-    cfg: DictConfig, model: nn.Module, data: Data, train_set: Split, device, cache_dir: str | Path
-) -> Trained:
+def train_or_load(run: Run, model: nn.Module, data: Data, train_set: Split, device, cache_dir: str | Path) -> Trained:
     """Load cached weights for this exact setting, or train them and cache them atomically."""
-    path = Path(cache_dir) / "models" / f"{cache_key(cfg, train_set)}.pt"
+    path = Path(cache_dir) / "models" / f"{cache_key(run, train_set)}.pt"
     if path.exists():
         initial = {k: v.clone() for k, v in model.state_dict().items()}
         try:
@@ -174,9 +168,9 @@ def train_or_load(
             model.eval()
             log.info("loaded cached model %s", path)
             return Trained(model, seconds, True)
-    torch.manual_seed(int(cfg.seed))
+    torch.manual_seed(run.seed)
     start = time.perf_counter()
-    fit(model, data, train_set, recipe_of(cfg), int(cfg.seed), device)
+    fit(model, data, train_set, run.train, run.seed, device)
     seconds = time.perf_counter() - start
     storage.save_torch(path, {"model": model.state_dict(), "seconds": seconds})
     log.info("trained in %.1fs, cached at %s", seconds, path)

@@ -21,16 +21,15 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from .checks import number
+from .checks import Config, number
 from .data import Data, Split, batches
 from .edit import Edit
 from .editing import edit_batch, edit_loss
 from .line_search import Trajectory
-from .settings import Recipe
-from .train import fit, recipe_of
+from .settings import Recipe, Run
+from .train import fit
 
 
 @dataclass(frozen=True)
@@ -46,19 +45,28 @@ class Plan:
     l1: float = 0.0
 
 
-def epochs(cfg: DictConfig) -> int:
+@dataclass(frozen=True)
+class Options:
+    """An unlearner's recipe (``conf/method/<name>.yaml``): ``epochs`` as published for a model
+    trained ``published_train_epochs`` epochs, at ``lr_factor`` × the training learning rate."""
+
+    epochs: int
+    published_train_epochs: int
+    lr_factor: float
+
+
+def epochs(run: Run) -> int:
     """``method.epochs``, or with ``unlearning.scale_epochs`` the same share of the training
     recipe as published: ``⌈epochs × train.epochs / method.published_train_epochs⌉``."""
-    published = int(cfg.method.epochs)
-    if not cfg.get("unlearning", {}).get("scale_epochs", False):
-        return published
-    return max(1, math.ceil(published * int(cfg.train.epochs) / int(cfg.method.published_train_epochs)))
+    options: Options = run.method.options
+    if not run.scale_epochs:
+        return options.epochs
+    return max(1, math.ceil(options.epochs * run.train.epochs / options.published_train_epochs))
 
 
-def recipe(cfg: DictConfig) -> Recipe:
+def recipe(run: Run) -> Recipe:
     """The training recipe with the method's :func:`epochs` and its constant learning rate."""
-    trained = recipe_of(cfg)
-    return trained.but(epochs=epochs(cfg), lr=float(cfg.method.lr_factor) * trained.lr, schedule="constant")
+    return run.train.but(epochs=epochs(run), lr=run.method.options.lr_factor * run.train.lr, schedule="constant")
 
 
 def _concat(*splits: Split) -> Split:
@@ -125,7 +133,7 @@ def l1_penalty(weight: float) -> Callable[[nn.Module, float], Tensor]:
 
 
 def unlearn(
-    cfg: DictConfig,
+    run: Run,
     model: nn.Module,
     edit: Edit,
     data: Data,
@@ -143,34 +151,34 @@ def unlearn(
     def on_epoch(epoch: int) -> None:
         traj.evaluate(model, edit, epoch, metric_fn, score, on_step)
 
-    torch.manual_seed(int(cfg.seed))
+    torch.manual_seed(run.seed)
     start = time.perf_counter()
     fit(
         model,
         data,
         plan.train_set,
-        recipe(cfg),
-        int(cfg.seed),
+        recipe(run),
+        run.seed,
         device,
         loss_fn=plan.loss,
         penalty=l1_penalty(plan.l1) if plan.l1 else None,
         grad_mask=plan.mask,
         on_epoch=on_epoch,
-        desc=cfg.method.name,
+        desc=run.method.name,
     )
     traj.seconds = time.perf_counter() - start
     return traj
 
 
-def validate(cfg: DictConfig) -> None:
+def validate(cfg: Config) -> None:
     """``method.epochs`` a positive integer, ``method.lr_factor`` > 0, and where present
     ``method.l1`` ≥ 0 and ``method.sparsity`` in (0, 1]."""
     number(cfg, "method.epochs", 1, 10_000, integer=True)
     number(cfg, "method.published_train_epochs", 1, 10_000, integer=True)
     number(cfg, "method.lr_factor", 0.0, lo_open=True)
-    if "l1" in cfg.method:
+    if "l1" in cfg["method"]:
         number(cfg, "method.l1", 0.0)
-    if "sparsity" in cfg.method:
+    if "sparsity" in cfg["method"]:
         number(cfg, "method.sparsity", 0.0, 1.0, lo_open=True)
 
 

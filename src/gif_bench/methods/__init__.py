@@ -3,6 +3,10 @@
 tables and plots. A method of one's own: ``METHODS.register(MethodSpec(...))`` (README).
 """
 
+from collections.abc import Mapping
+from typing import Any
+
+from ..settings import Component, typed
 from . import (
     arnoldi,
     finetune,
@@ -37,4 +41,10 @@ for _spec in (
 ):
     METHODS.register(_spec)
 
-__all__ = ["METHODS", "MethodSpec", "unlearner"]
+__all__ = ["METHODS", "MethodSpec", "settings", "unlearner"]
+
+
+def settings(values: Mapping[str, Any]) -> Component:
+    """A method's config node (plain, resolved) as its name and typed options."""
+    spec = METHODS[str(values["name"])]
+    return Component(spec.name, typed(spec.options, values) if spec.options is not None else None)

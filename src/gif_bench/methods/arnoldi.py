@@ -4,28 +4,38 @@ eigenpairs of largest |λ| of the retained-loss Hessian, from ``method.iteration
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
+from dataclasses import dataclass
+
 from torch import Tensor
 
 from .. import influence
-from ..checks import number
+from ..checks import Config, number
 from ..editing import Problem
+from ..settings import Run
 from .spec import MethodSpec
 
 
-def direction(cfg: DictConfig, problem: Problem) -> tuple[dict[str, Tensor], influence.SolveInfo]:
+@dataclass(frozen=True)
+class Options:
+    """``conf/method/arnoldi.yaml``: eigenpairs kept, and Arnoldi steps (one HVP each)."""
+
+    rank: int
+    iterations: int
+
+
+def direction(run: Run, problem: Problem) -> tuple[dict[str, Tensor], influence.SolveInfo]:
     hvp = influence.hvp_fn(problem.hessian_loss, problem.params, mode=problem.options["hvp"])
     return influence.arnoldi_solve(
         hvp,
         problem.params,
         problem.grad,
-        rank=int(cfg.method.rank),
-        iterations=int(cfg.method.iterations),
-        seed=int(cfg.seed),
+        rank=run.method.options.rank,
+        iterations=run.method.options.iterations,
+        seed=run.seed,
     )
 
 
-def _validate(cfg: DictConfig) -> None:
+def _validate(cfg: Config) -> None:
     iterations = number(cfg, "method.iterations", 1, 100_000, integer=True)
     number(cfg, "method.rank", 1, iterations, integer=True)
 
@@ -38,4 +48,5 @@ SPEC = MethodSpec(
     family="influence",
     keys=("rank", "iterations"),
     validate=_validate,
+    options=Options,
 )

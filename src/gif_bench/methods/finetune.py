@@ -4,4 +4,4 @@ training set (a relabelling); SalUn's recipe: 10 epochs at 0.1 × the training l
 from ..unlearning import finetune_plan
 from .spec import unlearner
 
-SPEC = unlearner("finetune", "Fine-tune", lambda cfg, model, edit, data: finetune_plan(edit))
+SPEC = unlearner("finetune", "Fine-tune", lambda run, model, edit, data: finetune_plan(edit))

@@ -4,4 +4,4 @@
 from ..unlearning import grad_ascent_plan
 from .spec import unlearner
 
-SPEC = unlearner("grad_ascent", "Gradient ascent", lambda cfg, model, edit, data: grad_ascent_plan(edit))
+SPEC = unlearner("grad_ascent", "Gradient ascent", lambda run, model, edit, data: grad_ascent_plan(edit))

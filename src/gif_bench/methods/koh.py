@@ -10,25 +10,38 @@ method's own ``lissa:`` options (damping, scale, depth), which tends to ``(H + Î
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
 from torch import Tensor
 
 from .. import influence
-from ..checks import choice
+from ..checks import Config, choice
 from ..editing import Problem, solve_library_method
+from ..settings import Run
 from .spec import MethodSpec
 
 FORMS = ("squared", "classic")
 
 
-def direction(cfg: DictConfig, problem: Problem) -> tuple[dict[str, Tensor], influence.SolveInfo]:
-    if cfg.method.form == "classic":
-        return solve_library_method(cfg, problem)
+@dataclass(frozen=True)
+class Options:
+    """``conf/method/koh.yaml``: the form (``squared`` or ``classic``) and classic LiSSA's own
+    options (``lissa``: damping, scale, depth), used with ``form=classic`` and ``solver=lissa``."""
+
+    form: str
+    lissa: Mapping[str, Any] | None = None
+
+
+def direction(run: Run, problem: Problem) -> tuple[dict[str, Tensor], influence.SolveInfo]:
+    if run.method.options.form == "classic":
+        return solve_library_method(run, problem)
     problem.mask = influence.select("all", problem.model, ratio=1.0)  # every Conv/Linear parameter: the row's J
-    return solve_library_method(cfg, problem, method="gif")
+    return solve_library_method(run, problem, method="gif")
 
 
-def _validate(cfg: DictConfig) -> None:
+def _validate(cfg: Config) -> None:
     choice(cfg, "method.form", FORMS)
 
 
@@ -39,4 +52,5 @@ SPEC = MethodSpec(
     uses_mask=False,
     keys=("form",),
     validate=_validate,
+    options=Options,
 )

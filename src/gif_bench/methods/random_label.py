@@ -5,8 +5,8 @@ from ..unlearning import random_label_plan
 from .spec import unlearner
 
 
-def plan(cfg, model, edit, data):
-    return random_label_plan(edit, data.num_classes, int(cfg.seed))
+def plan(run, model, edit, data):
+    return random_label_plan(edit, data.num_classes, run.seed)
 
 
 SPEC = unlearner("random_label", "Random labels", plan)

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from ..data import Data
@@ -14,7 +13,8 @@ from ..edit import Edit
 from ..editing import Problem
 from ..influence import SolveInfo
 from ..registry import Registry, Validator, no_checks
-from ..unlearning import RECIPE_KEYS, Plan, validate
+from ..settings import Run
+from ..unlearning import RECIPE_KEYS, Options, Plan, validate
 
 
 @dataclass(frozen=True)
@@ -27,9 +27,12 @@ class MethodSpec:
     chose, so its runs are canonicalised to ``mr=1``, selector ``all``. ``hessian_sample`` says
     which training examples the Hessian sample is drawn from: ``retained`` (R) or ``all``.
     ``keys`` are the method's own config keys (dropped from any other method's config, so that
-    a sweep over methods passing one of them runs every other method once).
+    a sweep over methods passing one of them runs every other method once); ``options`` is the
+    frozen dataclass of its config node (``conf/method/<name>.yaml``), which the run's settings
+    carry as ``run.method.options`` (None for a method without options of its own).
+    ``direction(run, problem)`` reads the run's :class:`~gif_bench.settings.Run` settings.
 
-    A fine-tuning unlearner has ``unlearn`` instead of ``direction``: ``unlearn(cfg, model,
+    A fine-tuning unlearner has ``unlearn`` instead of ``direction``: ``unlearn(run, model,
     edit, data)`` returns the :class:`~gif_bench.unlearning.Plan` that
     :func:`~gif_bench.unlearning.unlearn` trains. ``family`` groups methods in tables and
     comparisons: ``paper`` (the paper's lineup, compared in its order), ``influence`` (other
@@ -38,24 +41,30 @@ class MethodSpec:
 
     name: str
     label: str
-    direction: Callable[[DictConfig, Problem], tuple[dict[str, Tensor], SolveInfo]] | None = None
+    direction: Callable[[Run, Problem], tuple[dict[str, Tensor], SolveInfo]] | None = None
     uses_mask: bool = True
     hessian_sample: str = "retained"
     oracle: bool = False
     keys: tuple[str, ...] = ()
     validate: Validator = no_checks
-    unlearn: Callable[[DictConfig, nn.Module, Edit, Data], Plan] | None = None
+    unlearn: Callable[[Run, nn.Module, Edit, Data], Plan] | None = None
     family: str = "paper"
+    options: type | None = None
 
 
 METHODS: Registry[MethodSpec] = Registry("method")
 
 
 def unlearner(
-    name: str, label: str, plan: Callable[[DictConfig, nn.Module, Edit, Data], Plan], keys: tuple[str, ...] = ()
+    name: str,
+    label: str,
+    plan: Callable[[Run, nn.Module, Edit, Data], Plan],
+    keys: tuple[str, ...] = (),
+    options: type = Options,
 ) -> MethodSpec:
     """The :class:`MethodSpec` of a fine-tuning unlearner: no mask, its recipe's keys
-    (:data:`~gif_bench.unlearning.RECIPE_KEYS`, plus ``keys``) and their validation."""
+    (:data:`~gif_bench.unlearning.RECIPE_KEYS`, plus ``keys``), their validation and its
+    ``options`` (:class:`~gif_bench.unlearning.Options`, or a subclass with ``keys``)."""
     return MethodSpec(
         name=name,
         label=label,
@@ -64,4 +73,5 @@ def unlearner(
         family="unlearning",
         keys=(*RECIPE_KEYS, *keys),
         validate=validate,
+        options=options,
     )

@@ -7,10 +7,12 @@ builder, its metrics, its table columns and its validation. They are registered 
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
+from collections.abc import Mapping
+from typing import Any
 
 from ..data import Data
 from ..edit import Edit
+from ..settings import Component, typed
 from . import backdoor, class_removal, label_change, random_removal
 from .backdoor import add_trigger, checkerboard, corner_patch, poison
 from .label_change import relabel
@@ -20,9 +22,15 @@ for _spec in (class_removal.SPEC, label_change.SPEC, backdoor.SPEC, random_remov
     TASKS.register(_spec)
 
 __all__ = ["TASKS", "Edit", "TaskSpec", "add_trigger", "backdoor", "build", "checkerboard", "class_removal"]
-__all__ += ["corner_patch", "label_change", "poison", "random_removal", "relabel"]
+__all__ += ["corner_patch", "label_change", "poison", "random_removal", "relabel", "settings"]
 
 
-def build(cfg: DictConfig, data: Data) -> Edit:
-    """The :class:`Edit` of task ``cfg.name`` on ``data``."""
-    return TASKS[cfg.name].build(cfg, data)
+def settings(values: Mapping[str, Any]) -> Component:
+    """A task's config node (plain, resolved) as its name and typed options."""
+    spec = TASKS[str(values["name"])]
+    return Component(spec.name, typed(spec.options, values) if spec.options is not None else None)
+
+
+def build(task: Component, data: Data) -> Edit:
+    """The :class:`Edit` of ``task`` (its name and options, :func:`settings`) on ``data``."""
+    return TASKS[task.name].build(task.options, data)

@@ -4,18 +4,35 @@ is the label change of the poisoned images back to their true labels."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
-from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from .. import evaluation
-from ..checks import choice, get, number
+from ..checks import Config, choice, get, number
 from ..columns import Column
 from ..data import Data, Split
 from ..edit import Edit, generator
 from .spec import COMMON_TRAJECTORY, TaskSpec
 
 TRIGGERS = ("checkerboard", "patch")
+
+
+@dataclass(frozen=True)
+class Options:
+    """``conf/task/backdoor.yaml``: ``poison_rate`` of all training images (drawn with ``seed``
+    outside ``target_class``) get the trigger and the target label; the trigger is a
+    ``checkerboard`` of ``trigger_amount`` (0-255 scale) or a white corner ``patch`` of side
+    ``patch_size``; the stop rule's threshold (%)."""
+
+    poison_rate: float
+    target_class: int
+    trigger: str
+    trigger_amount: float
+    patch_size: int
+    seed: int
+    stop_self_acc: float
 
 
 def checkerboard(pixels: Tensor, amount: float = 16.0) -> Tensor:
@@ -35,44 +52,44 @@ def corner_patch(pixels: Tensor, size: int = 4) -> Tensor:
     return out
 
 
-def add_trigger(x: Tensor, data: Data, cfg: DictConfig) -> Tensor:
-    """Normalised images with ``cfg.trigger`` stamped on in pixel space."""
+def add_trigger(x: Tensor, data: Data, task: Options) -> Tensor:
+    """Normalised images with ``task.trigger`` stamped on in pixel space."""
     pixels = data.to_pixels(x)
-    if cfg.trigger == "checkerboard":
-        pixels = checkerboard(pixels, float(cfg.trigger_amount))
+    if task.trigger == "checkerboard":
+        pixels = checkerboard(pixels, float(task.trigger_amount))
     else:
-        pixels = corner_patch(pixels, int(cfg.patch_size))
+        pixels = corner_patch(pixels, int(task.patch_size))
     return data.from_pixels(pixels)
 
 
-def poison(train: Split, data: Data, cfg: DictConfig) -> tuple[Split, Tensor]:
+def poison(train: Split, data: Data, task: Options) -> tuple[Split, Tensor]:
     """(poisoned training set, poisoned positions): a seeded ``poison_rate`` of all training
     images, drawn from those not already of ``target_class``, triggered and relabelled to it."""
-    target = int(cfg.target_class)
+    target = int(task.target_class)
     pool = (train.y.cpu() != target).nonzero().squeeze(1)
-    n = round(float(cfg.poison_rate) * len(train))
+    n = round(float(task.poison_rate) * len(train))
     if n > len(pool):
-        raise ValueError(f"task.poison_rate={cfg.poison_rate} asks for more images than are outside the target class")
-    index = pool[torch.randperm(len(pool), generator=generator(cfg.seed))[:n]].sort().values.to(train.y.device)
+        raise ValueError(f"task.poison_rate={task.poison_rate} asks for more images than are outside the target class")
+    index = pool[torch.randperm(len(pool), generator=generator(task.seed))[:n]].sort().values.to(train.y.device)
     x, y = train.x.clone(), train.y.clone()
-    x[index] = add_trigger(train.x[index], data, cfg)
+    x[index] = add_trigger(train.x[index], data, task)
     y[index] = target
     return Split(x, y), index
 
 
-def build(cfg: DictConfig, data: Data) -> Edit:
+def build(task: Options, data: Data) -> Edit:
     """Undo a backdoor: U = the poisoned training images, corrected to their true labels.
 
     Evaluation sets: ``self`` (U with the target label: still corrupted), ``relabel`` (U with
     the true labels), ``test`` / ``val`` (clean), ``attack`` / ``attack_val`` (triggered test /
     validation images whose true class is not the target, labelled as the target).
     """
-    target = int(cfg.target_class)
-    poisoned, index = poison(data.train, data, cfg)
+    target = int(task.target_class)
+    poisoned, index = poison(data.train, data, task)
 
     def attack(split: Split) -> Split:
         keep = (split.y != target).nonzero().squeeze(1)
-        return Split(add_trigger(split.x[keep], data, cfg), torch.full_like(split.y[keep], target))
+        return Split(add_trigger(split.x[keep], data, task), torch.full_like(split.y[keep], target))
 
     return Edit(
         train_set=poisoned,
@@ -105,7 +122,7 @@ def evaluate(model: nn.Module, edit: Edit, only: tuple[str, ...] | None = None) 
     return out
 
 
-def validate(cfg: DictConfig) -> None:
+def validate(cfg: Config) -> None:
     number(cfg, "task.stop_self_acc", 0.0, 100.0)
     number(cfg, "task.target_class", 0, get(cfg, "dataset.num_classes") - 1, integer=True)
     number(cfg, "task.poison_rate", 0.0, 1.0, lo_open=True)
@@ -116,6 +133,7 @@ def validate(cfg: DictConfig) -> None:
 
 
 SPEC = TaskSpec(
+    options=Options,
     name="backdoor",
     label="backdoor",
     build=build,

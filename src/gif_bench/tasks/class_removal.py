@@ -2,24 +2,33 @@
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
+from dataclasses import dataclass
+
 from torch import nn
 
 from .. import evaluation
-from ..checks import get, number
+from ..checks import Config, get, number
 from ..columns import Column
 from ..data import Data
 from ..edit import Edit
 from .spec import TaskSpec
 
 
-def build(cfg: DictConfig, data: Data) -> Edit:
-    """Remove every training example of ``cfg.target_class``.
+@dataclass(frozen=True)
+class Options:
+    """``conf/task/class_removal.yaml``: the class removed, and the stop rule's threshold (%)."""
+
+    target_class: int
+    stop_self_acc: float
+
+
+def build(task: Options, data: Data) -> Edit:
+    """Remove every training example of ``task.target_class``.
 
     Evaluation sets: ``self`` (the removed training examples), ``test`` / ``val`` (the other
     classes), ``forget_test`` / ``forget_val`` (the removed class).
     """
-    c = int(cfg.target_class)
+    c = int(task.target_class)
     train = data.train
     removed = (train.y == c).nonzero().squeeze(1)
     return Edit(
@@ -44,12 +53,13 @@ def evaluate(model: nn.Module, edit: Edit, only: tuple[str, ...] | None = None) 
     return out
 
 
-def validate(cfg: DictConfig) -> None:
+def validate(cfg: Config) -> None:
     number(cfg, "task.stop_self_acc", 0.0, 100.0)
     number(cfg, "task.target_class", 0, get(cfg, "dataset.num_classes") - 1, integer=True)
 
 
 SPEC = TaskSpec(
+    options=Options,
     name="class_removal",
     label="class removal",
     build=build,

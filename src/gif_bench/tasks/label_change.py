@@ -3,12 +3,13 @@ it toward corrected ones (g = (1/(m−u)) Σ_U [∇ℓ(z) − ∇ℓ(z')])."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
-from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from .. import evaluation
-from ..checks import choice, get, number
+from ..checks import Config, choice, get, number
 from ..columns import Column
 from ..data import Data, Split
 from ..edit import Edit, generator
@@ -18,33 +19,48 @@ from .spec import COMMON_TRAJECTORY, TaskSpec
 MODES = ("class", "random")
 
 
-def relabel(y: Tensor, cfg: DictConfig, num_classes: int) -> tuple[Tensor, Tensor]:
-    """(positions, new labels) of the examples a label change corrects, seeded by ``cfg.seed``.
+@dataclass(frozen=True)
+class Options:
+    """``conf/task/label_change.yaml``: ``mode=class`` relabels ``source_fraction`` of
+    ``source_class`` as ``new_class``; ``mode=random`` gives ``random_fraction`` of all examples a
+    random other label; ``seed`` draws them; the stop rule's threshold (%)."""
+
+    mode: str
+    source_class: int
+    new_class: int
+    source_fraction: float
+    random_fraction: float
+    seed: int
+    stop_self_acc: float
+
+
+def relabel(y: Tensor, task: Options, num_classes: int) -> tuple[Tensor, Tensor]:
+    """(positions, new labels) of the examples a label change corrects, seeded by ``task.seed``.
 
     ``mode=class``: a ``source_fraction`` of the examples of ``source_class`` get ``new_class``.
     ``mode=random``: a ``random_fraction`` of all examples each get a uniformly drawn other class.
     """
-    gen = generator(cfg.seed)
-    if cfg.mode == "class":
-        pool = (y.cpu() == int(cfg.source_class)).nonzero().squeeze(1)
-        n = round(float(cfg.source_fraction) * len(pool))
+    gen = generator(task.seed)
+    if task.mode == "class":
+        pool = (y.cpu() == int(task.source_class)).nonzero().squeeze(1)
+        n = round(float(task.source_fraction) * len(pool))
         picked = pool[torch.randperm(len(pool), generator=gen)[:n]].sort().values
-        return picked.to(y.device), torch.full((n,), int(cfg.new_class), dtype=y.dtype, device=y.device)
-    n = round(float(cfg.random_fraction) * len(y))
+        return picked.to(y.device), torch.full((n,), int(task.new_class), dtype=y.dtype, device=y.device)
+    n = round(float(task.random_fraction) * len(y))
     picked = torch.randperm(len(y), generator=gen)[:n].sort().values
     shift = torch.randint(1, num_classes, (n,), generator=gen)  # never the old label
     new = (y.cpu()[picked] + shift) % num_classes
     return picked.to(y.device), new.to(y.device)
 
 
-def build(cfg: DictConfig, data: Data) -> Edit:
+def build(task: Options, data: Data) -> Edit:
     """Correct the labels of a seeded subset U (see :func:`relabel`).
 
     Evaluation sets: ``self`` (U with the labels the model learnt: old), ``changed`` (U with
     the new labels), ``test`` / ``val`` (the clean splits).
     """
     train = data.train
-    index, new_y = relabel(train.y, cfg, data.num_classes)
+    index, new_y = relabel(train.y, task, data.num_classes)
     if len(index) == 0:
         raise ValueError("label change selects no training example")
     corrected = Split(train.x[index], new_y)
@@ -67,7 +83,7 @@ def evaluate(model: nn.Module, edit: Edit, only: tuple[str, ...] | None = None) 
     return out
 
 
-def validate(cfg: DictConfig) -> None:
+def validate(cfg: Config) -> None:
     number(cfg, "task.stop_self_acc", 0.0, 100.0)
     classes = get(cfg, "dataset.num_classes")
     if choice(cfg, "task.mode", MODES) == "class":
@@ -81,6 +97,7 @@ def validate(cfg: DictConfig) -> None:
 
 
 SPEC = TaskSpec(
+    options=Options,
     name="label_change",
     label="label change",
     build=build,

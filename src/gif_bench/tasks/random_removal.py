@@ -14,11 +14,12 @@ data at hand:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
-from omegaconf import DictConfig
 
 from .. import evaluation
-from ..checks import get, number
+from ..checks import Config, get, number
 from ..columns import Column
 from ..data import Data
 from ..edit import Edit, generator
@@ -26,19 +27,29 @@ from ..errors import ConfigError
 from .spec import TaskSpec
 
 
-def build(cfg: DictConfig, data: Data) -> Edit:
+@dataclass(frozen=True)
+class Options:
+    """``conf/task/random_removal.yaml``: the share of the training set removed (of
+    ``within_class``'s examples where it is set), drawn with ``seed``."""
+
+    fraction: float
+    seed: int
+    within_class: int | None = None
+
+
+def build(task: Options, data: Data) -> Edit:
     """Remove a seeded ``fraction`` of the training set (of class ``within_class`` only, if set).
 
     Evaluation sets: ``self`` (U), ``test`` / ``val`` (the whole clean splits).
     """
     train = data.train
     pool = torch.arange(len(train))
-    if cfg.within_class is not None:
-        pool = (train.y.cpu() == int(cfg.within_class)).nonzero().squeeze(1)
-    n = round(float(cfg.fraction) * len(pool))
+    if task.within_class is not None:
+        pool = (train.y.cpu() == int(task.within_class)).nonzero().squeeze(1)
+    n = round(float(task.fraction) * len(pool))
     if n == 0:
-        raise ValueError(f"task.fraction={cfg.fraction} removes no training example")
-    picked = pool[torch.randperm(len(pool), generator=generator(cfg.seed))[:n]].sort().values
+        raise ValueError(f"task.fraction={task.fraction} removes no training example")
+    picked = pool[torch.randperm(len(pool), generator=generator(task.seed))[:n]].sort().values
     removed = picked.to(train.y.device)
     return Edit(
         train_set=train,
@@ -47,7 +58,7 @@ def build(cfg: DictConfig, data: Data) -> Edit:
     )
 
 
-def reached_validation(m: dict[str, float], task: DictConfig) -> bool:
+def reached_validation(m: dict[str, float], task: Options) -> bool:
     """U's accuracy is down to the validation split's."""
     return m["self_acc"] <= m["val_acc"]
 
@@ -57,7 +68,7 @@ def unseen_like(m: dict[str, float]) -> tuple[float, float]:
     return -abs(m["self_acc"] - m["val_acc"]), m["val_acc"]
 
 
-def validate(cfg: DictConfig) -> None:
+def validate(cfg: Config) -> None:
     number(cfg, "task.fraction", 0.0, 1.0, lo_open=True)
     within = get(cfg, "task.within_class")
     if within is not None and not (isinstance(within, int) and 0 <= within < get(cfg, "dataset.num_classes")):
@@ -66,6 +77,7 @@ def validate(cfg: DictConfig) -> None:
 
 
 SPEC = TaskSpec(
+    options=Options,
     name="random_removal",
     label="random removal",
     build=build,

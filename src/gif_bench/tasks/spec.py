@@ -7,16 +7,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from omegaconf import DictConfig
-
 from ..columns import Column
 from ..data import Data
 from ..edit import Edit
 from ..registry import Registry, Validator, no_checks
 
 
-def below_stop_self_acc(metrics: dict[str, float], task: DictConfig) -> bool:
-    """The default stop rule: U's accuracy below ``task.stop_self_acc`` (%)."""
+def below_stop_self_acc(metrics: dict[str, float], task: Any) -> bool:
+    """The default stop rule: U's accuracy below ``task.stop_self_acc`` (%), ``task`` the task's
+    options."""
     return metrics["self_acc"] < float(task.stop_self_acc)
 
 
@@ -37,29 +36,32 @@ class TaskSpec:
 
     ``build`` turns the dataset into an :class:`~gif_bench.tasks.Edit`; ``metrics(model, edit,
     only=None)`` evaluates a model on it (every key of ``reported``; with ``only``, on those
-    evaluation sets alone, the others' metrics NaN); ``reported`` are the metrics a row carries for
-    every model it describes (final, ``best_``, ``before_``, ``retrain_``); ``columns`` the
+    evaluation sets alone, the others' metrics NaN); ``reported`` are the metrics a row carries
+    for every model it describes (final, ``best_``, ``before_``, ``retrain_``); ``columns`` the
     table's, in order; ``gap_keys`` those averaged by ``gap_to_retrain``; ``trajectory`` the
-    per-step fields a row keeps. The update loop stops at the first step where
-    ``stop(metrics, cfg.task)`` holds, and the best iterate is the one of highest
-    ``score(metrics)``; neither may read the test split or the oracle. ``decides_on`` are the
-    evaluation sets that the stop rule, the score and the collapse check (validation accuracy)
-    read: the line search evaluates every iterate on these alone (:mod:`gif_bench.line_search`;
-    tests/test_line_search.py checks each task's rules against them).
+    per-step fields a row keeps. The update loop stops at the first step where ``stop(metrics,
+    options)`` holds (``options``: an instance of the task's ``options`` dataclass, built from
+    its config node ``conf/task/<name>.yaml``, which ``build(options, data)`` reads too), and
+    the best iterate is the one of highest ``score(metrics)``; neither may read the test split
+    or the oracle. ``decides_on`` are the evaluation sets that the stop rule, the score and the
+    collapse check (validation accuracy) read: the line search evaluates every iterate on these
+    alone (:mod:`gif_bench.line_search`; tests/test_line_search.py checks each task's rules
+    against them).
     """
 
     name: str
     label: str
-    build: Callable[[DictConfig, Data], Edit]
+    build: Callable[[Any, Data], Edit]
     metrics: Callable[..., dict[str, float]]
     reported: tuple[str, ...]
     columns: tuple[Column, ...]
     gap_keys: tuple[str, ...]
     trajectory: tuple[str, ...] = COMMON_TRAJECTORY
     validate: Validator = no_checks
-    stop: Callable[[dict[str, float], DictConfig], bool] = below_stop_self_acc
+    stop: Callable[[dict[str, float], Any], bool] = below_stop_self_acc
     score: Callable[[dict[str, float]], Any] = validation_f1
     decides_on: tuple[str, ...] = ("self", "val")
+    options: type | None = None
 
 
 TASKS: Registry[TaskSpec] = Registry("task")
