@@ -12,7 +12,7 @@ from torch import nn
 
 from gif_bench import config, runner, sweeps, unlearning
 from gif_bench.data import Data, Split
-from gif_bench.methods import METHODS
+from gif_bench.methods import METHODS, ssd
 from gif_bench.settings import Component, Recipe
 from gif_bench.tasks import Edit
 
@@ -139,6 +139,72 @@ def test_salun_steps_random_labels_on_the_saliency_mask_only():
     _assert_step(before, after, {k: g[k] * mask[k] for k in g})
     for k in mask:
         assert torch.equal(plan.mask[k], mask[k])
+
+
+def test_neggrad_plus_descends_r_and_ascends_u_in_one_step():
+    """α · ∇ℓ(R) − (1 − α) · ∇ℓ(U), each a batch mean (U's batch holds all of U here)."""
+    before, after, model, edit, plan = _step("neggrad_plus", alpha=0.9, forget_batch=100)
+    r, u = edit.retained_index, edit.removed
+    g_r = _grad(model, lambda m: F.cross_entropy(m(edit.train_set.x[r]), edit.train_set.y[r]))
+    g_u = _grad(model, lambda m: F.cross_entropy(m(u.x), u.y))
+    _assert_step(before, after, {k: 0.9 * g_r[k] - 0.1 * g_u[k] for k in g_r})
+    assert plan.form.startswith("NegGrad+: 0.9")
+
+
+def test_neggrad_plus_of_a_relabelling_descends_the_corrected_set_and_ascends_the_edit_loss():
+    before, after, model, edit, _ = _step("neggrad_plus", relabel=True, alpha=0.7, forget_batch=100)
+    fixed, u, new = edit.retrain_set(), edit.removed, edit.corrected
+    g_r = _grad(model, lambda m: F.cross_entropy(m(fixed.x), fixed.y))
+    g_u = _grad(model, lambda m: F.cross_entropy(m(u.x), u.y) - F.cross_entropy(m(new.x), new.y))
+    _assert_step(before, after, {k: 0.7 * g_r[k] - 0.3 * g_u[k] for k in g_r})
+
+
+def test_neggrad_plus_cycles_us_batches_in_a_seeded_order():
+    """With batches of 4 of U's 6, the first step ascends the first 4 of a seeded permutation."""
+    before, after, model, edit, plan = _step("neggrad_plus", alpha=0.5, forget_batch=4)
+    first = torch.randperm(edit.u, generator=torch.Generator().manual_seed(0))[:4]
+    r, u = edit.retained_index, edit.removed
+    g_r = _grad(model, lambda m: F.cross_entropy(m(edit.train_set.x[r]), edit.train_set.y[r]))
+    g_u = _grad(model, lambda m: F.cross_entropy(m(u.x[first]), u.y[first]))
+    _assert_step(before, after, {k: 0.5 * g_r[k] - 0.5 * g_u[k] for k in g_r})
+    assert plan.extra_examples == 4
+
+
+def _softmax_grad(model, x, y):
+    """The batch-mean cross-entropy gradient of the linear softmax model, in closed form:
+    ∂/∂W = (p − onehot(y))ᵀ x / n and ∂/∂b = mean(p − onehot(y))."""
+    linear = model[1]
+    x = x.flatten(1)
+    p = torch.softmax(x @ linear.weight.T + linear.bias, dim=1)
+    p[torch.arange(len(y)), y] -= 1.0
+    return {"1.weight": p.T @ x / len(y), "1.bias": p.mean(0)}
+
+
+def _fisher(model, split, batch):
+    chunks = [slice(i, i + batch) for i in range(0, len(split), batch)]
+    grads = [_softmax_grad(model, split.x[sl], split.y[sl]) for sl in chunks]
+    return {k: sum(g[k] ** 2 for g in grads) / len(chunks) for k in grads[0]}
+
+
+def test_ssd_dampens_the_parameters_more_important_to_u_than_to_the_training_set():
+    model, edit, data = _setup()
+    run = _cfg("finetune").but(method=Component("ssd", ssd.Options(selection=1.0, dampening=0.5, importance_batch=4)))
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    i_u, i_d = _fisher(model, edit.removed, 4), _fisher(model, edit.train_set, 4)  # by hand, before the plan
+    plan = METHODS["ssd"].unlearn(run, model, edit, data)
+    for name, p in model.named_parameters():
+        chosen = i_u[name] > 1.0 * i_d[name]
+        factor = torch.where(chosen, (0.5 * i_d[name] / i_u[name]).clamp(max=1.0), torch.ones_like(p))
+        torch.testing.assert_close(p.detach(), before[name] * factor)
+        assert torch.equal(plan.mask[name], chosen.float())
+    dampened = sum(int(m.sum()) for m in plan.mask.values())
+    assert 0 < dampened < sum(p.numel() for p in model.parameters())  # the check can fail both ways
+    assert plan.train_set is None and plan.examples == edit.u + N
+    traj = unlearning.unlearn(
+        run, model, edit, data, plan, metric_fn=lambda m, e: {"val_f1": 0.0, "val_acc": 0.0}, score=lambda m: 0
+    )
+    assert [s["step"] for s in traj.steps] == [1] and traj.stop_reason == "done"
+    assert unlearning.epochs(run) == 0 and unlearning.examples(run, plan) == edit.u + N
 
 
 def test_an_unlearner_runs_in_the_harness_and_records_its_cost(make_cfg):

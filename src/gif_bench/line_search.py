@@ -54,7 +54,8 @@ class Trajectory:
     best: dict[str, float] | None = None
     best_state: dict[str, Tensor] | None = None  # parameters of the best iterate
     reached_threshold: bool = False
-    stop_reason: str = "max_steps"  # threshold (the task's stop rule held) | collapse | max_steps | epochs
+    # threshold (the task's stop rule held) | collapse | max_steps | epochs | done (training-free)
+    stop_reason: str = "max_steps"
     seconds: float = 0.0
     boosts: int = 0  # times the rate was multiplied by stall_boost
     final_step: int | None = None  # the final iterate's step (None: the last of ``steps``)

@@ -222,7 +222,7 @@ def _update_by_unlearning(run: Run, model, edit, dataset, metric_fn, before_val_
     edit_seconds = time.perf_counter() - start
     traj.complete(model, edit, report, always=True)  # the oracle-relative metrics of the final and best epochs
     epochs = unlearning.epochs(run)
-    examples = epochs * len(plan.train_set)  # examples through forward and backward
+    examples = unlearning.examples(run, plan)  # examples through forward and backward
     row = dict(
         unlearn_form=plan.form,
         edit_epochs=epochs,

@@ -34,15 +34,22 @@ from .train import fit
 
 @dataclass(frozen=True)
 class Plan:
-    """What an unlearner trains on: ``train_set`` (labels as ``loss`` reads them), the batch
-    objective ``loss(logits, y)``, an optional gradient ``mask`` (SalUn's saliency) and the
-    weight ``l1`` of an ℓ1 penalty decaying linearly to 0 over the run (ℓ1-sparse)."""
+    """What an unlearner trains on: ``train_set`` (labels as ``loss`` reads them; None for a
+    training-free unlearner, whose plan has already changed the model, as SSD), the batch
+    objective ``loss(logits, y)``, an optional gradient ``mask`` (SalUn's saliency), the
+    weight ``l1`` of an ℓ1 penalty decaying linearly to 0 over the run (ℓ1-sparse), and an
+    optional ``extra(model, t)`` term added to every step's objective (NegGrad+'s ascent on a
+    batch of U; ``t`` the fraction of the steps done). ``examples`` counts the examples the plan
+    took through forward and backward itself (SSD's importances)."""
 
-    train_set: Split
+    train_set: Split | None
     loss: Callable[[Tensor, Tensor], Tensor]
     form: str
     mask: dict[str, Tensor] | None = None
     l1: float = 0.0
+    extra: Callable[[nn.Module, float], Tensor] | None = None
+    extra_examples: int = 0  # examples ``extra`` takes through forward and backward per step
+    examples: int = 0
 
 
 @dataclass(frozen=True)
@@ -57,11 +64,25 @@ class Options:
 
 def epochs(run: Run) -> int:
     """``method.epochs``, or with ``unlearning.scale_epochs`` the same share of the training
-    recipe as published: ``⌈epochs × train.epochs / method.published_train_epochs⌉``."""
+    recipe as published: ``⌈epochs × train.epochs / method.published_train_epochs⌉``; 0 for a
+    training-free unlearner (options without ``epochs``, as SSD's)."""
     options: Options = run.method.options
+    if not hasattr(options, "epochs"):
+        return 0
     if not run.scale_epochs:
         return options.epochs
     return max(1, math.ceil(options.epochs * run.train.epochs / options.published_train_epochs))
+
+
+def examples(run: Run, plan: Plan) -> int:
+    """The examples an unlearner takes through forward and backward: those of its plan, its
+    epochs of its training set, and ``plan.extra_examples`` at each step."""
+    if plan.train_set is None:
+        return plan.examples
+    n = len(plan.train_set)
+    batch = min(recipe(run).batch_size, n)
+    steps = max(1, n // batch) if recipe(run).drop_last else math.ceil(n / batch)
+    return plan.examples + epochs(run) * (n + steps * plan.extra_examples)
 
 
 def recipe(run: Run) -> Recipe:
@@ -106,6 +127,30 @@ def random_label_plan(edit: Edit, num_classes: int, seed: int) -> Plan:
     return Plan(_concat(retained(edit), relabelled), F.cross_entropy, "R ∪ U (random labels)")
 
 
+def neggrad_plus_plan(edit: Edit, alpha: float, forget_batch: int, seed: int) -> Plan:
+    """NegGrad+ (Kurmanji et al. 2023): each step descends the retained data and ascends U,
+    ``α · ℓ(R batch) − (1 − α) · ℓ(U batch)``; one epoch is one pass over the retained data (R,
+    or R ∪ U′ for a relabelling, as fine-tuning), each step paired with the next
+    ``forget_batch`` examples of U in a seeded order, cycled. U's loss is the edit's
+    (:func:`~gif_bench.editing.edit_loss`: ℓ(z) − ℓ(z′) for a relabelling)."""
+    base = finetune_plan(edit)
+    x_u, y_u = edit_batch(edit, slice(None))
+    gen = torch.Generator(device=x_u.device).manual_seed(seed)
+    size = min(forget_batch, edit.u)
+    queue: list[Tensor] = []
+
+    def ascent(model: nn.Module, t: float) -> Tensor:
+        if not queue:  # a new pass over U, in a new order
+            order = torch.randperm(edit.u, device=x_u.device, generator=gen)
+            queue.extend(order[sl] for sl in batches(edit.u, size))
+        idx = queue.pop(0)
+        return -(1.0 - alpha) * edit_loss(model(x_u[idx]), y_u[idx])
+
+    form = f"NegGrad+: {alpha:g} × ℓ(R) − {1 - alpha:g} × ℓ(U)" + (" (R ∪ U′)" if edit.corrected is not None else "")
+    loss = lambda logits, y: alpha * F.cross_entropy(logits, y)  # noqa: E731
+    return Plan(base.train_set, loss, form, extra=ascent, extra_examples=size)
+
+
 def saliency_mask(model: nn.Module, edit: Edit, sparsity: float, chunk: int = 512) -> dict[str, Tensor]:
     """SalUn's weight saliency: the ``sparsity`` fraction of all parameters with the largest
     |∂/∂θ| of U's loss (``ℓ(z) − ℓ(z′)`` for a relabelling), one global threshold."""
@@ -132,6 +177,14 @@ def l1_penalty(weight: float) -> Callable[[nn.Module, float], Tensor]:
     return penalty
 
 
+def _penalty(plan: Plan) -> Callable[[nn.Module, float], Tensor] | None:
+    """The plan's terms beside its batch loss: the decaying ℓ1 and its ``extra``, or None."""
+    terms = [term for term in (l1_penalty(plan.l1) if plan.l1 else None, plan.extra) if term is not None]
+    if not terms:
+        return None
+    return lambda model, t: sum(term(model, t) for term in terms)
+
+
 def unlearn(
     run: Run,
     model: nn.Module,
@@ -151,6 +204,11 @@ def unlearn(
     def on_epoch(epoch: int) -> None:
         traj.evaluate(model, edit, epoch, metric_fn, score, on_step)
 
+    if plan.train_set is None:  # training-free: the plan has changed the model; one step
+        traj.stop_reason = "done"
+        on_epoch(1)
+        return traj
+
     torch.manual_seed(run.seed)
     start = time.perf_counter()
     fit(
@@ -161,7 +219,7 @@ def unlearn(
         run.seed,
         device,
         loss_fn=plan.loss,
-        penalty=l1_penalty(plan.l1) if plan.l1 else None,
+        penalty=_penalty(plan),
         grad_mask=plan.mask,
         on_epoch=on_epoch,
         desc=run.method.name,
@@ -172,7 +230,8 @@ def unlearn(
 
 def validate(cfg: Config) -> None:
     """``method.epochs`` a positive integer, ``method.lr_factor`` > 0, and where present
-    ``method.l1`` ≥ 0 and ``method.sparsity`` in (0, 1]."""
+    ``method.l1`` ≥ 0, ``method.sparsity`` in (0, 1], ``method.alpha`` in [0, 1] and
+    ``method.forget_batch`` a positive integer."""
     number(cfg, "method.epochs", 1, 10_000, integer=True)
     number(cfg, "method.published_train_epochs", 1, 10_000, integer=True)
     number(cfg, "method.lr_factor", 0.0, lo_open=True)
@@ -180,6 +239,10 @@ def validate(cfg: Config) -> None:
         number(cfg, "method.l1", 0.0)
     if "sparsity" in cfg["method"]:
         number(cfg, "method.sparsity", 0.0, 1.0, lo_open=True)
+    if "alpha" in cfg["method"]:
+        number(cfg, "method.alpha", 0.0, 1.0)
+    if "forget_batch" in cfg["method"]:
+        number(cfg, "method.forget_batch", 1, integer=True)
 
 
 RECIPE_KEYS = ("epochs", "published_train_epochs", "lr_factor")

@@ -16,11 +16,13 @@ from . import (
     kfac,
     koh,
     l1_sparse,
+    neggrad_plus,
     projecting,
     random_label,
     retrain,
     salun,
     second_order,
+    ssd,
 )
 from .spec import METHODS, MethodSpec, unlearner
 
@@ -37,6 +39,8 @@ for _spec in (
     random_label.SPEC,
     l1_sparse.SPEC,
     salun.SPEC,
+    neggrad_plus.SPEC,
+    ssd.SPEC,
     retrain.SPEC,
 ):
     METHODS.register(_spec)
