@@ -207,6 +207,58 @@ def test_ssd_dampens_the_parameters_more_important_to_u_than_to_the_training_set
     assert unlearning.epochs(run) == 0 and unlearning.examples(run, plan) == edit.u + N
 
 
+def _kl_by_hand(student_logits, teacher_logits, t):
+    """T² · mean over the batch of Σ_c p_t (log p_t − log p_s), the softened outputs written out."""
+    p_t = torch.softmax(teacher_logits / t, dim=1)
+    log_p_s = torch.log_softmax(student_logits / t, dim=1)
+    return t * t * (p_t * (torch.log(p_t) - log_p_s)).sum(1).mean()
+
+
+def test_scrub_ascends_the_divergence_on_u_then_descends_its_objective_on_r():
+    """One epoch with a max-step: θ½ = θ + η ∇KL_U(θ); θ₁ = θ½ − η (γ ∇ℓ_R + α ∇KL_R)(θ½), the
+    teacher the model the plan was made from, the student moved away from it first."""
+    model, edit, data = _setup()
+    run = _cfg("scrub", max_steps=1, alpha=0.5, gamma=0.7, temperature=2.0, forget_batch=100)
+    plan = METHODS["scrub"].unlearn(run, model, edit, data)
+    teacher = {k: v.detach().clone() for k, v in model.named_parameters()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1)))
+    start = {k: v.detach().clone() for k, v in model.named_parameters()}
+
+    def logits_at(params, x):
+        return x.flatten(1) @ params["1.weight"].T + params["1.bias"]
+
+    def grad(fn, params):
+        leaves = {k: v.clone().requires_grad_(True) for k, v in params.items()}
+        return dict(zip(leaves, torch.autograd.grad(fn(leaves), list(leaves.values()))))
+
+    u, r = edit.removed, edit.train_set.subset(edit.retained_index)
+    kl_u = grad(lambda p: _kl_by_hand(logits_at(p, u.x), logits_at(teacher, u.x), 2.0), start)
+    half = {k: start[k] + LR * kl_u[k] for k in start}
+    g = grad(
+        lambda p: (
+            0.7 * F.cross_entropy(logits_at(p, r.x), r.y)
+            + 0.5 * _kl_by_hand(logits_at(p, r.x), logits_at(teacher, r.x), 2.0)
+        ),
+        half,
+    )
+    unlearning.unlearn(
+        run, model, edit, data, plan, metric_fn=lambda m, e: {"val_f1": 0.0, "val_acc": 0.0}, score=lambda m: 0
+    )
+    for k, p in model.named_parameters():
+        torch.testing.assert_close(p.detach(), half[k] - LR * g[k])
+    assert unlearning.examples(run, plan) == unlearning.forwards(run, plan) == len(r) + edit.u
+
+
+def test_scrub_leaves_the_teacher_alone_and_its_max_step_is_still_at_the_teacher():
+    """At the teacher the divergence and its gradient vanish: the first epoch is γ ∇ℓ_R alone."""
+    before, after, model, edit, _ = _step("scrub", max_steps=1, alpha=0.5, gamma=0.7, temperature=4.0)
+    r = edit.retained_index
+    g = _grad(model, lambda m: F.cross_entropy(m(edit.train_set.x[r]), edit.train_set.y[r]))
+    _assert_step(before, after, {k: 0.7 * g[k] for k in g})
+
+
 def test_an_unlearner_runs_in_the_harness_and_records_its_cost(make_cfg):
     row = runner.run(make_cfg("method=salun", "method.epochs=2"))
     assert row["status"] == "ok" and row["steps"] == 2 and row["stop_reason"] == "epochs"

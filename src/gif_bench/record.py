@@ -231,7 +231,9 @@ def _update_by_unlearning(run: Run, model, edit, dataset, metric_fn, before_val_
         edit_seconds=edit_seconds,
         report_seconds=traj.report_seconds,
         eval_forwards=counter.examples,
-        edit_example_grads=cost.unlearning_gradients(examples=examples, forwards=counter.examples, unit=unit),
+        edit_example_grads=cost.unlearning_gradients(
+            examples=examples, forwards=counter.examples + unlearning.forwards(run, plan), unit=unit
+        ),
         **_unit_fields(unit),
     )
     return traj, row

@@ -54,7 +54,8 @@ def cache_key(run: Run, train_set: Split) -> str:
     return storage.digest(spec)
 
 
-def _optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+def optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    """The recipe's optimizer (SGD with its momentum, weight decay and Nesterov flag) over ``model``."""
     if recipe.optimizer != "sgd":  # config.validate refuses it first; a Recipe built by hand may not
         raise ValueError(f"train.optimizer={recipe.optimizer}: must be sgd, the one optimizer there is")
     return torch.optim.SGD(
@@ -89,18 +90,23 @@ def fit(
     grad_mask: dict[str, Tensor] | None = None,
     on_epoch: Callable[[int], object] | None = None,
     desc: str = "train",
+    teacher: nn.Module | None = None,
+    reuse: torch.optim.Optimizer | None = None,
 ) -> nn.Module:
     """Train ``model`` on ``train_set`` with ``recipe`` (SGD, per-step LR schedule).
 
-    The objective of a batch is ``loss_fn(logits, y)`` plus ``penalty(model, t)`` (``t`` the
-    fraction of the steps done); ``grad_mask`` zeroes the gradients outside it before each
-    step; ``on_epoch(epoch)`` (1-based) is called after each epoch, the model in eval mode.
+    The objective of a batch is ``loss_fn(logits, y)`` (``loss_fn(logits, y, teacher_logits)``
+    with a ``teacher``, whose logits on the same batch are taken without gradients) plus
+    ``penalty(model, t)`` (``t`` the fraction of the steps done); ``grad_mask`` zeroes the
+    gradients outside it before each step; ``on_epoch(epoch)`` (1-based) is called after each
+    epoch, the model in eval mode. ``reuse``: an optimizer to go on with (its momentum kept
+    across calls, as an unlearner alternating two objectives needs) instead of a new one.
     """
     gen = torch.Generator(device=device).manual_seed(seed)
     n = len(train_set)
     bs = min(int(recipe.batch_size), n)
     steps = len(batches(n, bs)) if not recipe.drop_last else max(1, n // bs)
-    opt = _optimizer(model, recipe)
+    opt = optimizer(model, recipe) if reuse is None else reuse
     sched = _schedule(opt, recipe, steps)
     use_amp = bool(recipe.amp) and torch.device(device).type == "cuda"
     model.train()
@@ -117,7 +123,12 @@ def fit(
                 x = augment(x, crop_padding=data.crop_padding, hflip=data.hflip, generator=gen)
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
                 logits = model(x)
-                loss = loss_fn(logits, y)
+                if teacher is None:
+                    loss = loss_fn(logits, y)
+                else:
+                    with torch.no_grad():
+                        taught = teacher(x)
+                    loss = loss_fn(logits, y, taught)
             if penalty is not None:
                 loss = loss + penalty(model, done / total_steps)
             opt.zero_grad(set_to_none=True)

@@ -14,6 +14,7 @@ backdoor) ``U′`` is U with the corrected labels.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable
@@ -29,7 +30,7 @@ from .edit import Edit
 from .editing import edit_batch, edit_loss
 from .line_search import Trajectory
 from .settings import Recipe, Run
-from .train import fit
+from .train import fit, optimizer
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,8 @@ class Plan:
     extra: Callable[[nn.Module, float], Tensor] | None = None
     extra_examples: int = 0  # examples ``extra`` takes through forward and backward per step
     examples: int = 0
+    trainer: Callable[..., None] | None = None
+    cost: Callable[[int], tuple[int, int]] | None = None
 
 
 @dataclass(frozen=True)
@@ -79,10 +82,17 @@ def examples(run: Run, plan: Plan) -> int:
     epochs of its training set, and ``plan.extra_examples`` at each step."""
     if plan.train_set is None:
         return plan.examples
+    if plan.cost is not None:
+        return plan.cost(epochs(run))[0]
     n = len(plan.train_set)
     batch = min(recipe(run).batch_size, n)
     steps = max(1, n // batch) if recipe(run).drop_last else math.ceil(n / batch)
     return plan.examples + epochs(run) * (n + steps * plan.extra_examples)
+
+
+def forwards(run: Run, plan: Plan) -> int:
+    """The examples an unlearner takes through forward alone (a teacher's outputs)."""
+    return plan.cost(epochs(run))[1] if plan.cost is not None else 0
 
 
 def recipe(run: Run) -> Recipe:
@@ -151,6 +161,61 @@ def neggrad_plus_plan(edit: Edit, alpha: float, forget_batch: int, seed: int) ->
     return Plan(base.train_set, loss, form, extra=ascent, extra_examples=size)
 
 
+def kl_to_teacher(logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
+    """``T² · KL(softmax(t/T) ‖ softmax(s/T))``, summed over classes and averaged over the batch:
+    knowledge distillation's divergence of the student's logits ``s`` from the teacher's ``t``."""
+    log_student = F.log_softmax(logits / temperature, dim=1)
+    teacher = F.softmax(teacher_logits / temperature, dim=1)
+    return F.kl_div(log_student, teacher, reduction="batchmean") * temperature**2
+
+
+def scrub_plan(
+    model: nn.Module,
+    edit: Edit,
+    *,
+    max_steps: int,
+    alpha: float,
+    gamma: float,
+    temperature: float,
+    forget_batch: int,
+) -> Plan:
+    """SCRUB (Kurmanji et al. 2023): the model before the edit is a frozen teacher; each epoch,
+    for the first ``max_steps`` epochs, a max-step pass over U ascends the divergence from it,
+    ``−KL(teacher ‖ student)`` (batches of ``forget_batch``), then a min-step pass over the
+    retained data (R, or R ∪ U′ for a relabelling, as fine-tuning) descends
+    ``γ · ℓ(z) + α · KL(teacher ‖ student)``; one SGD optimizer, its momentum kept throughout."""
+    teacher = copy.deepcopy(model).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    retain, forget = finetune_plan(edit).train_set, edit.removed
+
+    def max_loss(logits: Tensor, y: Tensor, taught: Tensor) -> Tensor:
+        return -kl_to_teacher(logits, taught, temperature)
+
+    def min_loss(logits: Tensor, y: Tensor, taught: Tensor) -> Tensor:
+        return gamma * F.cross_entropy(logits, y) + alpha * kl_to_teacher(logits, taught, temperature)
+
+    def trainer(model, data, recipe: Recipe, seed: int, device, on_epoch, desc: str) -> None:
+        opt = optimizer(model, recipe)
+
+        def common(loss_fn, step: str) -> dict:
+            return dict(loss_fn=loss_fn, teacher=teacher, reuse=opt, desc=f"{desc} {step}")
+
+        for epoch in range(1, recipe.epochs + 1):
+            if epoch <= max_steps:
+                once = recipe.but(epochs=1, batch_size=forget_batch)
+                fit(model, data, forget, once, seed + epoch, device, **common(max_loss, "max"))
+            fit(model, data, retain, recipe.but(epochs=1), seed + epoch, device, **common(min_loss, "min"))
+            on_epoch(epoch)
+
+    def cost(epochs: int) -> tuple[int, int]:
+        examples = epochs * len(retain) + min(max_steps, epochs) * len(forget)
+        return examples, examples  # each through the student (forward and backward) and the teacher
+
+    form = f"SCRUB: {max_steps} max-steps on U, min-steps on R" + (" ∪ U′" if edit.corrected is not None else "")
+    return Plan(retain, min_loss, form, trainer=trainer, cost=cost)
+
+
 def saliency_mask(model: nn.Module, edit: Edit, sparsity: float, chunk: int = 512) -> dict[str, Tensor]:
     """SalUn's weight saliency: the ``sparsity`` fraction of all parameters with the largest
     |∂/∂θ| of U's loss (``ℓ(z) − ℓ(z′)`` for a relabelling), one global threshold."""
@@ -211,6 +276,10 @@ def unlearn(
 
     torch.manual_seed(run.seed)
     start = time.perf_counter()
+    if plan.trainer is not None:
+        plan.trainer(model, data, recipe(run), run.seed, device, on_epoch, run.method.name)
+        traj.seconds = time.perf_counter() - start
+        return traj
     fit(
         model,
         data,
@@ -230,8 +299,9 @@ def unlearn(
 
 def validate(cfg: Config) -> None:
     """``method.epochs`` a positive integer, ``method.lr_factor`` > 0, and where present
-    ``method.l1`` ≥ 0, ``method.sparsity`` in (0, 1], ``method.alpha`` in [0, 1] and
-    ``method.forget_batch`` a positive integer."""
+    ``method.l1`` ≥ 0, ``method.sparsity`` in (0, 1], ``method.alpha`` in [0, 1],
+    ``method.forget_batch`` a positive integer, ``method.max_steps`` a non-negative integer,
+    ``method.gamma`` ≥ 0 and ``method.temperature`` > 0."""
     number(cfg, "method.epochs", 1, 10_000, integer=True)
     number(cfg, "method.published_train_epochs", 1, 10_000, integer=True)
     number(cfg, "method.lr_factor", 0.0, lo_open=True)
@@ -243,6 +313,11 @@ def validate(cfg: Config) -> None:
         number(cfg, "method.alpha", 0.0, 1.0)
     if "forget_batch" in cfg["method"]:
         number(cfg, "method.forget_batch", 1, integer=True)
+    if "max_steps" in cfg["method"]:
+        number(cfg, "method.max_steps", 0, integer=True)
+    for key in ("gamma", "temperature"):
+        if key in cfg["method"]:
+            number(cfg, f"method.{key}", 0.0, lo_open=key == "temperature")
 
 
 RECIPE_KEYS = ("epochs", "published_train_epochs", "lr_factor")

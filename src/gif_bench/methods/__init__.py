@@ -21,6 +21,7 @@ from . import (
     random_label,
     retrain,
     salun,
+    scrub,
     second_order,
     ssd,
 )
@@ -40,6 +41,7 @@ for _spec in (
     l1_sparse.SPEC,
     salun.SPEC,
     neggrad_plus.SPEC,
+    scrub.SPEC,
     ssd.SPEC,
     retrain.SPEC,
 ):
