@@ -12,6 +12,13 @@ For a model ``f`` and the oracle ``r`` (retrained from scratch without U), on ev
   entropy of the prediction — fitted to tell retained training examples (members) from test
   examples (non-members), with equally many of each. The retrained model's value
   (``retrain_mia_efficacy``) is the target: U is unseen data to it.
+* ``retain_acc``: accuracy (%) on the retained training examples the attack fits on (up to
+  :data:`MIA_MEMBERS` of R, seeded: the same sample for every model of a run);
+* ``tow``: the tug-of-war score of RUM (Zhao et al. 2024), ``(1 − |ΔFA|)(1 − |ΔRA|)(1 − |ΔTA|)``
+  with ΔFA, ΔRA and ΔTA the differences to the retrained model's accuracy on U (``self_acc``),
+  on the retained sample (``retain_acc``) and on the task's test split (``test_acc``: for a
+  class removal, without the removed class), as fractions:
+  1 for a model that matches the retrained one on all three, 0 at the worst.
 
 They are reported beside the task's accuracies, not averaged into ``gap_to_retrain``: a KL in
 nats and a percentage of U do not share a scale with accuracy points.
@@ -34,16 +41,19 @@ from .data import Split
 if TYPE_CHECKING:
     from .edit import Edit
 
-KEYS = ("kl_retrain_test", "kl_retrain_self", "agree_retrain_test", "mia_efficacy")
-# Every task's tables show them after the task's own columns; MIA efficacy has no direction
-# (the retrained model's value is the target).
+KEYS = ("kl_retrain_test", "kl_retrain_self", "agree_retrain_test", "mia_efficacy", "retain_acc", "tow")
+# Every task's tables show them after the task's own columns; MIA efficacy and the retained
+# accuracy have no direction (the retrained model's value is the target).
 COLUMNS = (
+    Column("tow", "max"),
     Column("kl_retrain_test", "min"),
     Column("kl_retrain_self", "min"),
     Column("agree_retrain_test", "max"),
     Column("mia_efficacy", None),
+    Column("retain_acc", None),
 )
-OF_THE_ORACLE = {"kl_retrain_test": 0.0, "kl_retrain_self": 0.0, "agree_retrain_test": 100.0}  # by definition
+# the oracle's own values, by definition
+OF_THE_ORACLE = {"kl_retrain_test": 0.0, "kl_retrain_self": 0.0, "agree_retrain_test": 100.0, "tow": 1.0}
 MIA_MEMBERS = 2000  # retained training examples (and as many test examples) fitted, at most
 
 
@@ -89,16 +99,39 @@ def mia_efficacy(members: np.ndarray, non_members: np.ndarray, probe: np.ndarray
     return 100.0 * float((attack.predict(probe) == 0).mean())
 
 
+def tow(accuracies: dict[str, float], reference: dict[str, float]) -> float:
+    """RUM's tug-of-war: ``Π (1 − |a_k − r_k| / 100)`` over U's, the retained and the test
+    accuracy (``self_acc``, ``retain_acc``, ``test_acc``, in %) of a model (``accuracies``)
+    and of the retrained one (``reference``)."""
+    score = 1.0
+    for key in ("self_acc", "retain_acc", "test_acc"):
+        score *= 1.0 - abs(accuracies[key] - reference[key]) / 100.0
+    return score
+
+
+def _accuracy(logit: Tensor, y: Tensor) -> float:
+    return 100.0 * float((logit.argmax(1) == y.cpu()).double().mean()) if len(y) else float("nan")
+
+
 @dataclass
 class Reference:
-    """The oracle's predictive distributions on the test split and on U."""
+    """The oracle's predictive distributions on the test split and on U, and its accuracies
+    on U, on the retained sample and on the test split (for :func:`tow`)."""
 
     test: Tensor
     self: Tensor
+    accuracies: dict[str, float]
 
     @classmethod
-    def of(cls, oracle: nn.Module, edit: Edit) -> Reference:
-        return cls(logits(oracle, edit.eval_sets["test"]).softmax(1), logits(oracle, edit.eval_sets["self"]).softmax(1))
+    def of(cls, oracle: nn.Module, edit: Edit, seed: int = 0) -> Reference:
+        test, own, members = edit.eval_sets["test"], edit.eval_sets["self"], _retained(edit, seed)
+        z_test, z_self = logits(oracle, test), logits(oracle, own)
+        accuracies = {
+            "self_acc": _accuracy(z_self, own.y),
+            "retain_acc": _accuracy(logits(oracle, members), members.y),
+            "test_acc": _accuracy(z_test, test.y),
+        }
+        return cls(z_test.softmax(1), z_self.softmax(1), accuracies)
 
 
 def _retained(edit: Edit, seed: int) -> Split:
@@ -113,17 +146,21 @@ def against_oracle(model: nn.Module, edit: Edit, reference: Reference | None, se
     test, own = edit.eval_sets["test"], edit.eval_sets["self"]
     test_logits, self_logits = logits(model, test), logits(model, own)
     members = _retained(edit, seed)
+    member_logits = logits(model, members)
     out = {
         "mia_efficacy": mia_efficacy(
-            mia_features(logits(model, members), members.y),
+            mia_features(member_logits, members.y),
             mia_features(test_logits, test.y),
             mia_features(self_logits, own.y),
             seed,
-        )
+        ),
+        "retain_acc": _accuracy(member_logits, members.y),
     }
     if reference is not None:
         p_test, p_self = test_logits.softmax(1), self_logits.softmax(1)
         out["kl_retrain_test"] = kl_divergence(reference.test, p_test)
         out["kl_retrain_self"] = kl_divergence(reference.self, p_self)
         out["agree_retrain_test"] = agreement(reference.test, p_test)
+        accuracies = {"self_acc": _accuracy(self_logits, own.y), "test_acc": _accuracy(test_logits, test.y)}
+        out["tow"] = tow({**accuracies, "retain_acc": out["retain_acc"]}, reference.accuracies)
     return {k: out[k] for k in KEYS if k in out}

@@ -341,7 +341,7 @@ def _fill(row: dict[str, Any], prepared: pipeline.Prepared, tracker) -> None:
     oracle = pipeline.retrained(prepared)
     with metrics.shared_logits():  # one forward of the oracle per evaluation set
         retrained = task.metrics(oracle.model, edit)
-        reference = Reference.of(oracle.model, edit)
+        reference = Reference.of(oracle.model, edit, run.seed)
         as_oracle = against_oracle(oracle.model, edit, reference, run.seed)
     before = _reporting(task.metrics, reference, run.seed)(model, edit)
     row.update(rows.prefixed("before", before, (*task.reported, *KEYS)))
@@ -352,7 +352,8 @@ def _fill(row: dict[str, Any], prepared: pipeline.Prepared, tracker) -> None:
         retrain_seconds=oracle.seconds,  # as recorded when it was trained, also when loaded
         retrain_cached=oracle.cached,
         retrain_example_grads=retrain_gradients,
-        retrain_mia_efficacy=as_oracle["mia_efficacy"],  # the target; its KL and agreement are trivial
+        retrain_mia_efficacy=as_oracle["mia_efficacy"],  # the target; its KL, agreement and ToW are trivial
+        retrain_retain_acc=as_oracle["retain_acc"],
     )
     if method.oracle:
         row.update(_oracle_as_result(retrained, as_oracle, task.reported, oracle.seconds, retrain_gradients))
