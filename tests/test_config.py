@@ -198,6 +198,19 @@ def test_a_refused_sweep_leaves_no_folder_behind(tmp_path):
     assert list(root.rglob("*")) == []
 
 
+def test_an_interpolation_that_cannot_be_resolved_is_refused_in_one_line(tmp_path, make_cfg):
+    """``mr='${nope}'`` names its key, as a bad value does, not Hydra's traceback."""
+    with pytest.raises(ConfigError, match=r"^mr: cannot be resolved \(Interpolation key 'nope' not found\)$"):
+        validate(make_cfg("mr=${nope}"))
+    root = tmp_path / "root"
+    root.mkdir()
+    proc = run_cli("experiment=quickstart", "mr=${nope}", "logger=none", f"paths.root={root}")
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "gif-bench: error: mr: cannot be resolved (Interpolation key 'nope' not found)"
+    ]
+    assert list(root.rglob("*")) == []
+
+
 def _refused_sweep(tmp_path, *swept: str) -> str:
     """The one line a quickstart sweep over ``swept`` is refused with (exit 2), having left
     nothing under its root: no job trained or edited, no sweep folder."""

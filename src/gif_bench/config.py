@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
 
 from . import methods, storage, study, tasks
 from .checks import Config, choice, get, is_number, number
@@ -74,6 +75,16 @@ def _writable_folder(cfg: Config, key: str) -> None:
         raise ConfigError(f"{key}={get(cfg, key)}", f"must be a folder this user can write ({existing} is not)")
 
 
+def plain(cfg: DictConfig) -> dict:
+    """``cfg`` as plain containers with every interpolation resolved; a value that cannot be
+    resolved raises :class:`ConfigError` naming its key."""
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ConfigError(str(getattr(err, "full_key", None) or "config"), f"cannot be resolved ({reason})") from None
+
+
 def not_a_run(cfg: DictConfig) -> str | None:
     """Why this job of the solver study's sweep is not a run (its variant applies to other
     methods, :func:`gif_bench.study.skipped`), or ``None``. First resolves, in place, the study's
@@ -90,9 +101,10 @@ def validate(cfg: DictConfig) -> None:
     """Check every user-facing value of ``cfg``; raise :class:`ConfigError` on the first bad one.
 
     The common keys are checked here, each component's own keys by its registry entry, on the
-    config as plain, resolved containers.
+    config as plain, resolved containers; a value that cannot be resolved (an interpolation to
+    a key that does not exist, ``mr='${nope}'``) is refused too, naming its key.
     """
-    cfg = OmegaConf.to_container(cfg, resolve=True)
+    cfg = plain(cfg)
     number(cfg, "mr", 0.0, 1.0, lo_open=True)
     number(cfg, "seed", 0, integer=True)
     _device(cfg)
