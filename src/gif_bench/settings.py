@@ -176,6 +176,12 @@ class Component:
     name: str
     options: Any = None
 
+    @classmethod
+    def of(cls, entry: Any, values: Mapping[str, Any]) -> Component:
+        """A registry ``entry``'s config node (plain, resolved) as its name and its ``options``
+        dataclass (None for an entry without one)."""
+        return cls(entry.name, typed(entry.options, values) if entry.options is not None else None)
+
 
 @dataclass(frozen=True)
 class Selector:

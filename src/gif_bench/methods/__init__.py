@@ -6,7 +6,7 @@ tables and plots. A method of one's own: ``METHODS.register(MethodSpec(...))`` (
 from collections.abc import Mapping
 from typing import Any
 
-from ..settings import Component, typed
+from ..settings import Component
 from . import (
     arnoldi,
     finetune,
@@ -52,5 +52,4 @@ __all__ = ["METHODS", "MethodSpec", "settings", "unlearner"]
 
 def settings(values: Mapping[str, Any]) -> Component:
     """A method's config node (plain, resolved) as its name and typed options."""
-    spec = METHODS[str(values["name"])]
-    return Component(spec.name, typed(spec.options, values) if spec.options is not None else None)
+    return Component.of(METHODS[str(values["name"])], values)

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..data import Data
 from ..edit import Edit
-from ..settings import Component, typed
+from ..settings import Component
 from . import backdoor, class_removal, label_change, random_removal
 from .backdoor import add_trigger, checkerboard, corner_patch, poison
 from .label_change import relabel
@@ -27,8 +27,7 @@ __all__ += ["corner_patch", "label_change", "poison", "random_removal", "relabel
 
 def settings(values: Mapping[str, Any]) -> Component:
     """A task's config node (plain, resolved) as its name and typed options."""
-    spec = TASKS[str(values["name"])]
-    return Component(spec.name, typed(spec.options, values) if spec.options is not None else None)
+    return Component.of(TASKS[str(values["name"])], values)
 
 
 def build(task: Component, data: Data) -> Edit:
