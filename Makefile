@@ -4,8 +4,9 @@ PROFILE ?= paper
 EXPERIMENTS_fmnist = table1 table2
 EXPERIMENTS ?= $(or $(EXPERIMENTS_$(PROFILE)),table1 fig3 table2 label_change random_removal)
 REPORT_DIR ?= docs/results/$(PROFILE)
+TRIALS ?= 8
 
-.PHONY: test lint quickstart clean-outputs toy-figure bench reproduce-tables
+.PHONY: test lint quickstart clean-outputs toy-figure bench reproduce-tables tune
 
 test:            ## the test suite (CPU, offline)
 	$(PYTHON) -m pytest -q -n auto --dist worksteal   # one worker per core, one torch thread each (tests/conftest.py); an idle worker takes queued tests from the busy one
@@ -35,3 +36,6 @@ reproduce-tables:  ## every experiment's sweep, then its tables and figures -> $
 	echo "make reproduce-tables PROFILE=$(PROFILE): $$took s, finished $$(date -u +%FT%TZ)" > $(REPORT_DIR)/reproduce.log; \
 	$(PYTHON) -c "from gif_bench.report_header import machine; print('machine:', machine())" >> $(REPORT_DIR)/reproduce.log; \
 	cat $(REPORT_DIR)/reproduce.log; exit $$missing
+
+tune:            ## every method tuned on validation, TRIALS trials each -> conf/recipes/tuned/$(PROFILE)/ (PROFILE=cpu: within 2 hours on 2 CPU cores)
+	$(PYTHON) -m gif_bench.tune --profile $(PROFILE) --trials $(TRIALS) $(EXPERIMENTS)

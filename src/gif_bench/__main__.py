@@ -15,6 +15,8 @@ from omegaconf import DictConfig
 from . import CONFIG_MODULE, quiet_torch_warnings
 from .callbacks import FAILED
 from .errors import RunFailed, UserError
+from .storage import write_json
+from .tuning import FAILED_OBJECTIVE, TRIAL_FILE, TRIAL_KEYS
 
 quiet_torch_warnings()
 
@@ -66,10 +68,21 @@ def main(cfg: DictConfig) -> float | None:
             sys.exit(1)
         # in a sweep the other jobs go on; callbacks.SweepChecks exits 1 at its end, naming this one
         (Path(hydra_cfg.runtime.output_dir) / FAILED).write_text(f"{failure}\n")
+        if cfg.tune:  # Optuna's sweeper stops at a trial without a value: this one scores below any
+            _write_trial({"status": "failed", "objective": FAILED_OBJECTIVE, "error": str(failure)})
+            return FAILED_OBJECTIVE
         return None
     if row.get("status") == "skipped":  # not a run (a pair of the solver study's sweep): leave no folder
         _discard_run_dir(Path(str(cfg.paths.root)))
+    if cfg.tune:
+        _write_trial({k: row.get(k) for k in TRIAL_KEYS})
+        return row["objective"]
     return row.get("f1")
+
+
+def _write_trial(trial: dict) -> None:
+    """The trial's summary in its Hydra folder, where ``gif_bench.tune`` reads its study's."""
+    write_json(Path(HydraConfig.get().runtime.output_dir) / TRIAL_FILE, trial)
 
 
 if __name__ == "__main__":

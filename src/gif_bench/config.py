@@ -17,7 +17,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from . import methods, storage, study, tasks
+from . import methods, storage, study, tasks, tuning
 from .checks import Config, choice, get, is_number, number
 from .data import DATASETS
 from .errors import ConfigError
@@ -97,6 +97,25 @@ def not_a_run(cfg: DictConfig) -> str | None:
     return study.skipped(OmegaConf.to_container(node), OmegaConf.select(cfg, "method.name"))
 
 
+def _tune(cfg: Config) -> None:
+    """``tune``: false for a run, or the name of the tuning study it is a trial of, on a tuning
+    seed and with a method that has something to tune (:mod:`gif_bench.tuning`)."""
+    tune = get(cfg, "tune")
+    if tune is False or tune is None:
+        return
+    if not isinstance(tune, str) or not tune:
+        raise ConfigError(f"tune={tune}", "must be false, or the name of the tuning study this run is a trial of")
+    if isinstance(get(cfg, "seed"), int) and get(cfg, "seed") < tuning.FIRST_SEED:
+        raise ConfigError(
+            f"seed={get(cfg, 'seed')}",
+            f"a tuning trial (tune={tune}) runs on a tuning seed, {tuning.FIRST_SEED} or more; "
+            "the evaluation seeds are below it",
+        )
+    method = get(cfg, "method.name")
+    if method in METHODS and not METHODS[method].space():
+        raise ConfigError(f"method={method}", "has nothing to tune (its search space is empty)")
+
+
 def validate(cfg: DictConfig) -> None:
     """Check every user-facing value of ``cfg``; raise :class:`ConfigError` on the first bad one.
 
@@ -111,6 +130,7 @@ def validate(cfg: DictConfig) -> None:
     for key in ("force", "save_edited"):
         if not isinstance(get(cfg, key), bool):
             raise ConfigError(f"{key}={get(cfg, key)}", "must be true or false")
+    _tune(cfg)
 
     for key in ("paths.root", "paths.cache"):
         _writable_folder(cfg, key)
@@ -236,7 +256,7 @@ NOT_IN_RUN_ID = ("paths", "logger", "force", "save_edited", "hydra", "profile", 
 NOT_IN_RUN_ID_NESTED = ("update.eval_every",)
 # Options hashed only away from the value that computes what runs did before they existed, so
 # that adding one keeps every earlier run id (and its rows and cached results).
-HASHED_UNLESS = {"update.search": "linear"}
+HASHED_UNLESS = {"update.search": "linear", "tune": False}
 
 
 def _pop(spec: dict, dotted: str, unless: object = None, always: bool = True) -> None:
@@ -287,6 +307,8 @@ def settle(cfg: DictConfig) -> Run:
         logger=Logger.of(values["logger"]),
         scale_epochs=bool((values.get("unlearning") or {}).get("scale_epochs", False)),
         study=values.get("study"),
+        tune=values.get("tune") or None,
+        tuning=values.get("tuning"),
         fingerprint=values,
         run_id=run_id(cfg),
     )

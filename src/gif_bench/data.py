@@ -26,7 +26,7 @@ from torch import Tensor
 
 from . import storage
 from .checks import Config, get, number
-from .errors import ConfigError, DatasetUnavailable
+from .errors import ConfigError, DatasetUnavailable, WithheldData
 from .registry import Registry, Validator, no_checks
 from .settings import Dataset
 
@@ -41,6 +41,23 @@ class Split:
 
     def subset(self, index: Tensor) -> Split:
         return Split(self.x[index], self.y[index])
+
+
+class Withheld(Split):
+    """A split a tuning trial may not read (:mod:`gif_bench.tuning`): reading its images, labels
+    or length raises :class:`~gif_bench.errors.WithheldData`, naming it."""
+
+    def __init__(self, name: str) -> None:  # no tensors: there is nothing to read
+        object.__setattr__(self, "name", name)
+
+    def _refuse(self) -> Tensor:
+        raise WithheldData(f"the split {self.name!r} is withheld while tuning (test splits and the oracle)")
+
+    x = property(_refuse)  # type: ignore[assignment]
+    y = property(_refuse)  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Withheld({self.name!r})"
 
 
 @dataclass

@@ -26,3 +26,8 @@ class RunFailed(Exception):
 class TrainingDiverged(UserError):
     """Training reached a non-finite loss: the recipe is unstable on this data (its learning
     rate, most often). Nothing is cached."""
+
+
+class WithheldData(Exception):
+    """A tuning trial read what tuning must never read: a test split or the oracle
+    (:mod:`gif_bench.tuning`). A defect of the method, task or metric that read it."""

@@ -17,7 +17,7 @@ from torch import nn
 from . import data as datasets
 from . import influence, models, tasks, train
 from .edit import Edit
-from .errors import ConfigError
+from .errors import ConfigError, WithheldData
 from .influence.methods import EXACT_MAX_PARAMS
 from .settings import Run, resolve_device
 
@@ -79,7 +79,9 @@ def trained(prepared: Prepared) -> train.Trained:
 def retrained(prepared: Prepared) -> train.Trained:
     """The oracle: a fresh network retrained from scratch on the edited training set, with the
     original's recipe and seed. Cached by the training set's content, so every method, selector
-    and MR of one setting shares it."""
+    and MR of one setting shares it. Withheld from a tuning trial (:mod:`gif_bench.tuning`)."""
     p = prepared
+    if p.run.tune:
+        raise WithheldData("the oracle (the model retrained without U) is withheld while tuning")
     fresh = p.network()
     return train.train_or_load(p.run, fresh, p.dataset, p.edit.retrain_set(), p.device, Path(p.run.paths.cache))

@@ -18,20 +18,17 @@ import torch
 
 from . import (
     cost,
-    editing,
-    line_search,
     metrics,
     models,
     pipeline,
     rows,
     storage,
     study,
-    tasks,
     tracking,
-    unlearning,
+    tuning,
+    updates,
 )
-from .errors import RunFailed, UserError
-from .influence import tree
+from .errors import RunFailed, UserError, WithheldData
 from .methods import METHODS
 from .oracle import KEYS, Reference, against_oracle
 from .settings import Run, resolve_device
@@ -83,6 +80,10 @@ def base_row(run: Run, device: torch.device) -> dict[str, Any]:
         "eval_every": update.eval_every,
         "stop_self_acc": getattr(run.task.options, "stop_self_acc", None),
         "hessian_samples": run.hessian.samples,
+        "recipe": "published" if run.tuning is None else "tuned",
+        "tuning_trials": (run.tuning or {}).get("trials"),
+        "tuning_seconds": (run.tuning or {}).get("seconds"),  # the study that chose a tuned recipe
+        "tune": run.tune,
         "status": "running",
         "error": None,
         "device": str(device),
@@ -104,141 +105,6 @@ def _reporting(metric_fn, reference: Reference | None, seed: int):
     return report
 
 
-def _unit_costs(run: Run, model, edit: tasks.Edit) -> cost.UnitCosts:
-    """One example's gradient and forward, timed on a batch of the Hessian sample's size (before
-    the edit's clock starts)."""
-    n = min(run.hessian.samples, edit.m)
-    x, y = edit.train_set.x[:n], edit.train_set.y[:n]
-    return cost.unit_costs(model, x, y)
-
-
-def _unit_fields(unit: cost.UnitCosts) -> dict[str, float]:
-    return dict(example_gradient_seconds=unit.gradient, forward_gradient_ratio=unit.forward_ratio)
-
-
-def _solve_fields(direction: editing.Direction) -> dict[str, Any]:
-    info = direction.info
-    return dict(
-        n_selected=tree.count(direction.mask),
-        influence_seconds=direction.seconds,
-        hvps=info.hvps,
-        solver_iterations=info.iterations,
-        solver_restarts=info.restarts,
-        solver_scale=info.scale,
-        solver_residual=info.residual,
-        solver_converged=info.converged,
-        solver_hvp=info.hvp,  # how the Hessian products were formed (fallbacks included)
-        solved_by=info.solver,  # the method's own solve (kfac, arnoldi, …) where it has one
-    )
-
-
-def _update_by_influence(run: Run, model, edit, dataset, metric_fn, before_val_acc: float, tracker, unit, report):
-    """Select, solve and step along the direction (recomputed every ``update.recompute_every``
-    steps); the trajectory and the row's cost fields (:mod:`gif_bench.cost`)."""
-    task = TASKS[run.task.name]
-    counter = cost.ForwardCounter()
-    start = time.perf_counter()
-    method = METHODS[run.method.name]
-    first = editing.influence_direction(run, method, model, edit, stored=study.stored_solve(run, edit))
-    row: dict[str, Any] = _solve_fields(first)
-    # Not the edit's own time: the solver study's measurements of Δθ (made before the steps move
-    # θ̂), less a stored solve's seconds (counted as when it was solved, as a loaded oracle's are).
-    not_the_edit = -first.solve_seconds if first.stored else 0.0
-    if study.wants_references(run):
-        measuring = time.perf_counter()
-        row.update(study.reference_fields(run, edit, first))
-        row["reference_seconds"] = time.perf_counter() - measuring
-        not_the_edit += row["reference_seconds"]
-    directions = [first]
-
-    def recompute(_step: int) -> dict:
-        directions.append(editing.influence_direction(run, method, model, edit, mask=first.mask))
-        return directions[-1].delta
-
-    update = run.update
-    common = dict(
-        rate=update.rate,
-        max_steps=update.max_steps,
-        stop=lambda m: task.stop(m, run.task.options),
-        metric_fn=metric_fn,  # the test splits: the row's, not the edit's (uncounted, report_seconds)
-        decide=counter.counted(lambda model, edit: metric_fn(model, edit, only=task.decides_on)),
-        score=task.score,
-        collapse_below=before_val_acc - update.max_val_drop,
-        on_step=tracker.log,
-        report=report,
-    )
-    if update.search == "bracket":
-        traj = line_search.bracket_updates(model, edit, first.delta, **common)
-    else:
-        traj = line_search.apply_updates(
-            model,
-            edit,
-            first.delta,
-            **common,
-            eval_every=update.eval_every,
-            recompute_every=update.recompute_every,
-            recompute=recompute,
-            stall_boost=update.stall_boost,
-            stall_patience=update.stall_patience,
-        )
-    search_seconds = traj.seconds - traj.report_seconds
-    edit_seconds = time.perf_counter() - start - not_the_edit - traj.report_seconds
-    hvps = sum(d.info.hvps for d in directions)
-    gradients, rho_hvp = cost.influence_gradients(
-        hvps=hvps,
-        hessian_samples=run.hessian.samples,
-        solve_seconds=sum(d.solve_seconds for d in directions),
-        removed=edit.u * len(directions),
-        forwards=counter.examples,
-        unit=unit,
-    )
-    row.update(
-        hvps=hvps,
-        directions=len(directions),
-        influence_seconds=sum(d.seconds for d in directions),
-        solve_seconds=sum(d.solve_seconds for d in directions),
-        rate_boosts=traj.boosts,
-        edit_seconds=edit_seconds,
-        search_seconds=search_seconds,  # the line search's share of edit_seconds (recomputed directions included)
-        report_seconds=traj.report_seconds,  # evaluating for the row (test splits, oracle metrics): not the edit's
-        eval_forwards=counter.examples,
-        hvp_gradient_ratio=rho_hvp,
-        edit_example_grads=gradients,
-        **_unit_fields(unit),
-    )
-    return traj, row
-
-
-def _update_by_unlearning(run: Run, model, edit, dataset, metric_fn, before_val_acc: float, tracker, unit, report):
-    """Train the method's :class:`~gif_bench.unlearning.Plan`; the trajectory (one step per
-    epoch) and the row's cost fields (:mod:`gif_bench.cost`)."""
-    task, method = TASKS[run.task.name], METHODS[run.method.name]
-    counter = cost.ForwardCounter()
-    start = time.perf_counter()
-    plan = method.unlearn(run, model, edit, dataset)
-    traj = unlearning.unlearn(
-        run, model, edit, dataset, plan, metric_fn=counter.counted(metric_fn), score=task.score, on_step=tracker.log
-    )
-    edit_seconds = time.perf_counter() - start
-    traj.complete(model, edit, report, always=True)  # the oracle-relative metrics of the final and best epochs
-    epochs = unlearning.epochs(run)
-    examples = unlearning.examples(run, plan)  # examples through forward and backward
-    row = dict(
-        unlearn_form=plan.form,
-        edit_epochs=epochs,
-        edit_examples=examples,
-        n_selected=int(sum(m.sum() for m in plan.mask.values())) if plan.mask else models.n_params(model),
-        edit_seconds=edit_seconds,
-        report_seconds=traj.report_seconds,
-        eval_forwards=counter.examples,
-        edit_example_grads=cost.unlearning_gradients(
-            examples=examples, forwards=counter.examples + unlearning.forwards(run, plan), unit=unit
-        ),
-        **_unit_fields(unit),
-    )
-    return traj, row
-
-
 def _edit(
     prepared: pipeline.Prepared,
     before_val_acc: float,
@@ -252,9 +118,8 @@ def _edit(
     run, model, edit, dataset = prepared.run, prepared.model, prepared.edit, prepared.dataset
     task = TASKS[run.task.name]
     reported, metric_fn = task.reported, task.metrics
-    update = _update_by_unlearning if METHODS[run.method.name].unlearn is not None else _update_by_influence
     report = _reporting(metric_fn, reference, run.seed)
-    traj, row = update(run, model, edit, dataset, metric_fn, before_val_acc, tracker, unit, report)
+    traj, row = updates.of(run)(run, model, edit, dataset, metric_fn, before_val_acc, tracker, unit, report)
     row.update(rows.prefixed("final", traj.final, (*reported, *KEYS)))  # unprefixed: the final iterate
     row.update(rows.prefixed("best", traj.best, (*reported, *KEYS)))  # best_: the best on validation
     row.update(
@@ -305,7 +170,7 @@ def record(run: Run) -> dict[str, Any]:
     row["wandb_run_id"] = tracker.run_id
     failure: Exception | None = None
     try:
-        _fill(row, prepared, tracker)
+        (tuning.fill if run.tune else _fill)(row, prepared, tracker)
         row["status"] = "ok"
     except Exception as err:
         row.update(status="failed", error=f"{type(err).__name__}: {err}")
@@ -318,8 +183,8 @@ def record(run: Run) -> dict[str, Any]:
         path = rows.write_row(run, row)
         tracker.finish(exit_code=0 if row["status"] == "ok" else 1)
     if failure is not None:
-        if isinstance(failure, UserError):
-            raise failure  # the user's to fix (data missing, …): one line, as before the run
+        if isinstance(failure, UserError | WithheldData):
+            raise failure  # the user's to fix (data missing, …): one line; a trial that read the test data: loudly
         raise RunFailed(f"{row['error']} (its row: {path})") from failure
     _log_result(row, path)
     return row
@@ -358,7 +223,7 @@ def _fill(row: dict[str, Any], prepared: pipeline.Prepared, tracker) -> None:
     if method.oracle:
         row.update(_oracle_as_result(retrained, as_oracle, task.reported, oracle.seconds, retrain_gradients))
     else:
-        unit = _unit_costs(run, model, edit)
+        unit = updates.unit_costs(run, model, edit)
         row.update(_edit(prepared, before["val_acc"], retrained, reference, tracker, unit))
     row.update(
         speedup_vs_retrain=cost.speedup(row["retrain_seconds"], row["edit_seconds"]),
@@ -379,6 +244,9 @@ def _oracle_as_result(retrained, as_oracle, reported, seconds: float, gradients:
 
 
 def _log_result(row: dict[str, Any], path: Path) -> None:
+    if row.get("tune"):
+        log.info("trial of %s: objective %.4f after %d steps -> %s", row["tune"], row["objective"], row["steps"], path)
+        return
     log.info(
         "%s: test_acc %.2f (before %.2f), self_acc %.2f (before %.2f) after %d steps -> %s",
         row["status"],

@@ -1,4 +1,5 @@
-"""Result rows: one JSON file per run under ``<paths.root>/results/<experiment>/<run_id>.json``,
+"""Result rows: one JSON file per run under ``<paths.root>/results/<experiment>/<run_id>.json``
+(a tuning trial's under ``tuning/``),
 written atomically, identified by a hash of the config (``run_id``, computed where the config
 becomes settings, :func:`gif_bench.config.run_id`), collected into a DataFrame."""
 
@@ -28,7 +29,10 @@ def prefixed(model: str, values: dict[str, Any], keys) -> dict[str, Any]:
 
 
 def row_path(run: Run) -> Path:
-    return Path(run.paths.root) / "results" / run.name / f"{run.run_id}.json"
+    """Where ``run``'s row is written: ``results/`` for a run, ``tuning/`` for a tuning trial
+    (which no table reads)."""
+    folder = "tuning" if run.tune else "results"
+    return Path(run.paths.root) / folder / run.name / f"{run.run_id}.json"
 
 
 def read_row(path: Path) -> dict[str, Any] | None:

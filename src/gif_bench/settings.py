@@ -234,7 +234,9 @@ class Run:
     cache keys hash parts of and W&B records, as they did before these settings existed, so that
     they stay the same; ``run_id`` is the hash of the config that names the run's row
     (:func:`gif_bench.config.run_id`); ``study`` is the solver study's node
-    (``experiment=solver_study``), or None.
+    (``experiment=solver_study``), or None. ``tune`` names the tuning study this run is a trial
+    of (None for a run: :mod:`gif_bench.tuning`); ``tuning`` is the record a tuned recipe keeps of
+    the study that chose it (its trials, seconds and objective), None for a published recipe.
     """
 
     name: str
@@ -256,6 +258,8 @@ class Run:
     logger: Logger
     scale_epochs: bool = False
     study: Mapping[str, Any] | None = None
+    tune: str | None = None
+    tuning: Mapping[str, Any] | None = None
     fingerprint: Mapping[str, Any] = field(default_factory=dict)
     run_id: str = ""
 

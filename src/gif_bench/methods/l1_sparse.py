@@ -4,6 +4,7 @@ linearly over the run; 10 epochs at 0.1 × the training learning rate, α = 5·1
 from dataclasses import dataclass, replace
 
 from .. import unlearning
+from ..space import LogUniform
 from ..unlearning import finetune_plan
 from .spec import unlearner
 
@@ -20,4 +21,6 @@ def plan(run, model, edit, data):
     return replace(base, l1=run.method.options.l1, form=f"{base.form} + decaying ℓ1")
 
 
-SPEC = unlearner("l1_sparse", "ℓ1-sparse", plan, keys=("l1",), options=Options)
+SPEC = unlearner(
+    "l1_sparse", "ℓ1-sparse", plan, keys=("l1",), options=Options, search={"method.l1": LogUniform(1e-5, 1e-2)}
+)

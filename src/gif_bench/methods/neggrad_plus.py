@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .. import unlearning
+from ..space import Uniform
 from ..unlearning import neggrad_plus_plan
 from .spec import unlearner
 
@@ -26,4 +27,11 @@ def plan(run, model, edit, data):
     return neggrad_plus_plan(edit, options.alpha, options.forget_batch, run.seed)
 
 
-SPEC = unlearner("neggrad_plus", "NegGrad+", plan, keys=("alpha", "forget_batch"), options=Options)
+SPEC = unlearner(
+    "neggrad_plus",
+    "NegGrad+",
+    plan,
+    keys=("alpha", "forget_batch"),
+    options=Options,
+    search={"method.alpha": Uniform(0.5, 0.999)},
+)

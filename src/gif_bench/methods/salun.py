@@ -5,6 +5,7 @@ at 0.13 × the training learning rate, half the parameters (SalUn's released rec
 from dataclasses import dataclass, replace
 
 from .. import unlearning
+from ..space import Uniform
 from ..unlearning import random_label_plan, saliency_mask
 from .spec import unlearner
 
@@ -23,4 +24,6 @@ def plan(run, model, edit, data):
     return replace(base, mask=mask, form=f"{base.form} on the {sparsity:g} saliency mask")
 
 
-SPEC = unlearner("salun", "SalUn", plan, keys=("sparsity",), options=Options)
+SPEC = unlearner(
+    "salun", "SalUn", plan, keys=("sparsity",), options=Options, search={"method.sparsity": Uniform(0.1, 0.9)}
+)

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torch import Tensor, nn
 
@@ -14,6 +14,7 @@ from ..editing import Problem
 from ..influence import SolveInfo
 from ..registry import Registry, Validator, no_checks
 from ..settings import Run
+from ..space import IntRange, LogUniform, Space
 from ..unlearning import RECIPE_KEYS, Options, Plan, validate
 
 
@@ -37,6 +38,11 @@ class MethodSpec:
     :func:`~gif_bench.unlearning.unlearn` trains. ``family`` groups methods in tables and
     comparisons: ``paper`` (the paper's lineup, compared in its order), ``influence`` (other
     influence estimators) or ``unlearning`` (fine-tuning unlearners).
+
+    ``search`` is the method's tuning space (:mod:`gif_bench.space`) beyond what every influence
+    method searches (:data:`INFLUENCE_SPACE`, and :data:`MASK_SPACE` with a mask), which
+    :meth:`space` adds: damping, SSD's parameters; :func:`unlearner` starts it from
+    :data:`UNLEARNING_SPACE`. The oracle has none.
     """
 
     name: str
@@ -50,6 +56,26 @@ class MethodSpec:
     unlearn: Callable[[Run, nn.Module, Edit, Data], Plan] | None = None
     family: str = "paper"
     options: type | None = None
+    search: Space = field(default_factory=dict)
+
+    def space(self) -> dict[str, object]:
+        """Every setting a tuning run of this method searches or holds fixed, by config key."""
+        if self.direction is None:
+            return dict(self.search)
+        return {**INFLUENCE_SPACE, **(MASK_SPACE if self.uses_mask else {}), **self.search}
+
+
+# What tuning searches for every method of a kind. The ranges span the published settings with
+# room on both sides: γ 0.03–0.3 in the paper's tables, MR 5–30 %, the unlearners' learning-rate
+# factors 0.001–0.13 and 1–10 epochs. The unlearners are tuned at their own epochs
+# (unlearning.scale_epochs off), not at the recipe's share of the published ones.
+INFLUENCE_SPACE: Space = {"update.rate": LogUniform(0.01, 1.0)}
+MASK_SPACE: Space = {"mr": LogUniform(0.01, 0.5)}
+UNLEARNING_SPACE: Space = {
+    "method.lr_factor": LogUniform(0.001, 1.0),
+    "method.epochs": IntRange(1, 10),
+    "unlearning.scale_epochs": False,
+}
 
 
 METHODS: Registry[MethodSpec] = Registry("method")
@@ -61,10 +87,12 @@ def unlearner(
     plan: Callable[[Run, nn.Module, Edit, Data], Plan],
     keys: tuple[str, ...] = (),
     options: type = Options,
+    search: Space | None = None,
 ) -> MethodSpec:
     """The :class:`MethodSpec` of a fine-tuning unlearner: no mask, its recipe's keys
     (:data:`~gif_bench.unlearning.RECIPE_KEYS`, plus ``keys``), their validation and its
-    ``options`` (:class:`~gif_bench.unlearning.Options`, or a subclass with ``keys``)."""
+    ``options`` (:class:`~gif_bench.unlearning.Options`, or a subclass with ``keys``) and its
+    own ``search`` space beside :data:`UNLEARNING_SPACE`."""
     return MethodSpec(
         name=name,
         label=label,
@@ -74,4 +102,5 @@ def unlearner(
         keys=(*RECIPE_KEYS, *keys),
         validate=validate,
         options=options,
+        search={**UNLEARNING_SPACE, **(search or {})},
     )

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from ..checks import Config, number
 from ..data import Split, batches
+from ..space import LogUniform
 from ..unlearning import Plan
 from .spec import MethodSpec
 
@@ -85,4 +86,6 @@ SPEC = MethodSpec(
     keys=("selection", "dampening", "importance_batch"),
     validate=_validate,
     options=Options,
+    # SSD trains nothing: its selection α and dampening λ (published 10 and 1) are all it tunes
+    search={"method.selection": LogUniform(1.0, 100.0), "method.dampening": LogUniform(0.1, 10.0)},
 )

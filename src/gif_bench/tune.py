@@ -1,0 +1,208 @@
+"""Equal-budget tuning on validation: ``python -m gif_bench.tune --profile cpu [experiments]``
+(``make tune PROFILE=cpu``).
+
+For each task of the experiments (the first experiment of each task sets its settings) and each
+method of that experiment's sweep, one study of Hydra's Optuna sweeper searches the method's
+space (``MethodSpec.space``) with the same number of trials (``--trials``) and the same sampler
+(TPE, ``--sampler-seed``). Every trial is a run with ``tune=<profile>/<task>/<method>`` on the
+tuning seed (``--seed``, :data:`gif_bench.tuning.FIRST_SEED` or more) from the published recipe,
+judged on validation alone (:mod:`gif_bench.tuning`: the test splits and the oracle are
+withheld). A key the experiment's sweep sets (table 1's MR) is held at the config's value, not
+searched: at evaluation the sweep's value would replace the tuned one. The best trial's settings
+are written to ``conf/recipes/tuned/<profile>/<task>/<method>.yaml`` with what the study cost,
+where ``recipe=tuned`` (the CPU profile's default) reads them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.resources
+import json
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from . import CONFIG_MODULE, space, sweeps, tuning
+from .methods import METHODS
+from .tasks import TASKS
+
+
+@dataclass(frozen=True)
+class Study:
+    """One method's study on one task: its experiment, the keys it searches and holds."""
+
+    profile: str
+    experiment: str
+    task: str
+    method: str
+    searched: dict[str, object]
+    fixed: dict[str, object]
+    held: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return f"{self.profile}/{self.task}/{self.method}"
+
+
+def _grid(experiment: str, profile: str) -> dict[str, list[str]]:
+    """The experiment's sweep in this profile: each swept key's values."""
+    params = sweeps.compose([f"experiment={experiment}", f"profile={profile}"], hydra=True).hydra.sweeper.params
+    return {str(k): str(v).split(",") for k, v in (params or {}).items()}
+
+
+def studies(
+    profile: str, experiments: list[str], methods: list[str] | None = None, extra: list[str] = ()
+) -> list[Study]:
+    """The studies of ``experiments`` in ``profile``: one per task (its first experiment) and
+    method of that experiment's sweep that has something to tune."""
+    out: list[Study] = []
+    seen: set[str] = set()
+    for experiment in experiments:
+        cfg = sweeps.compose([f"experiment={experiment}", f"profile={profile}", *extra])
+        task = str(cfg.task.name)
+        if task in seen:
+            continue
+        seen.add(task)
+        grid = _grid(experiment, profile)
+        held = tuple(k for k in grid if k not in ("method", "seed"))  # the sweep's value would replace the tuned one
+        for method in grid.get("method", [str(cfg.method.name)]):
+            entry = METHODS[method]
+            if not entry.space() or (methods and method not in methods):
+                continue
+            out.append(
+                Study(
+                    profile,
+                    experiment,
+                    task,
+                    method,
+                    space.searched(entry.space(), set(held)),
+                    space.fixed(entry.space()),
+                    held,
+                )
+            )
+    return out
+
+
+def command(
+    study: Study, trials: int, seed: int, sampler_seed: int, root: Path, folder: Path, extra: list[str] = ()
+) -> list[str]:
+    """The ``python -m gif_bench --multirun`` command line of ``study`` (``extra``: overrides
+    every trial takes, after the experiment's)."""
+    return [
+        sys.executable,
+        "-m",
+        "gif_bench",
+        "--multirun",
+        f"experiment={study.experiment}",
+        f"profile={study.profile}",
+        f"method={study.method}",
+        "recipe=published",
+        f"tune={study.name}",
+        f"seed={seed}",
+        "logger=none",
+        f"paths.root={root}",
+        "hydra/sweeper=optuna",
+        "hydra.sweeper.params=null",  # the experiment's grid: the trials search the space instead
+        "hydra.sweeper.direction=maximize",
+        f"hydra.sweeper.n_trials={trials}",
+        "hydra.sweeper.n_jobs=1",  # one trial at a time: each is proposed knowing every earlier one
+        f"hydra.sweeper.sampler.seed={sampler_seed}",
+        f"hydra.sweeper.study_name={study.name.replace('/', '-')}",
+        f"hydra.sweep.dir={folder}",
+        *extra,
+        *(space.override(k, v) for k, v in study.searched.items()),
+        *(space.override(k, v) for k, v in study.fixed.items()),
+    ]
+
+
+def _trials(folder: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(folder.glob(f"*/{tuning.TRIAL_FILE}"))]
+
+
+def recipe(study: Study, folder: Path, trials: int, seed: int, sampler_seed: int) -> tuple[str, dict]:
+    """The tuned recipe of a finished study, as the YAML file ``recipe=tuned`` reads, and its
+    ``tuning`` record (trials, seconds: the trials' edit seconds, best objective)."""
+    best = OmegaConf.load(folder / "optimization_results.yaml")
+    done = _trials(folder)
+    record = {
+        "study": study.name,
+        "trials": len(done),
+        "seconds": round(sum(t.get("edit_seconds") or 0.0 for t in done), 3),
+        "objective": float(best.best_value),
+        "seed": seed,
+    }
+    values = {**{k: best.best_params[k] for k in study.searched}, **study.fixed}
+    node = OmegaConf.from_dotlist([space.override(k, v) for k, v in values.items()])
+    node.tuning = record
+    held = f"; held by the experiment's grid: {', '.join(study.held)}" if study.held else ""
+    header = (
+        "# @package _global_\n"
+        f"# Tuned by python -m gif_bench.tune --profile {study.profile} (experiment {study.experiment}): "
+        f"{trials} trials of\n# Optuna's TPE sampler (seed {sampler_seed}) on tuning seed {seed}, "
+        f"objective {_objective_name(study.task)} at the final iterate{held}.\n"
+    )
+    return header + OmegaConf.to_yaml(node), record
+
+
+def _objective_name(task: str) -> str:
+    return TASKS[task].score.__name__
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    out = Path(args.out) if args.out else Path(str(importlib.resources.files(CONFIG_MODULE)))
+    root = Path(args.root)
+    todo = studies(args.profile, args.experiments, args.methods.split(",") if args.methods else None, args.set)
+    print(f"gif-bench tune: {len(todo)} studies of {args.trials} trials each ({args.profile})", flush=True)
+    records = []
+    for i, study in enumerate(todo, 1):
+        folder = root / "tuning" / "studies" / study.name
+        shutil.rmtree(folder, ignore_errors=True)  # this study's trials only (finished ones resume from their rows)
+        started = time.perf_counter()
+        done = subprocess.run(
+            command(study, args.trials, args.seed, args.sampler_seed, root, folder, args.set),
+            capture_output=not args.verbose,
+        )
+        if done.returncode != 0:
+            tail = (done.stderr or b"").decode(errors="replace").strip().splitlines()[-3:]
+            print(f"gif-bench tune: study {study.name} failed: {' | '.join(tail)}", file=sys.stderr)
+            sys.exit(1)
+        text, record = recipe(study, folder, args.trials, args.seed, args.sampler_seed)
+        target = out / "recipes" / "tuned" / f"{study.name}.yaml"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+        records.append({**record, "wall_seconds": round(time.perf_counter() - started, 1)})
+        print(
+            f"[{i}/{len(todo)}] {study.name}: objective {record['objective']:.4f} "
+            f"({record['trials']} trials, {records[-1]['wall_seconds']:.0f} s) -> {target}",
+            flush=True,
+        )
+    return records
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m gif_bench.tune", description=__doc__.split("\n\n")[0])
+    parser.add_argument("experiments", nargs="+", help="experiments whose tasks and methods to tune")
+    parser.add_argument("--profile", default="cpu")
+    parser.add_argument("--trials", type=int, default=8, help="trials per method, the same for every method")
+    parser.add_argument("--seed", type=int, default=tuning.FIRST_SEED, help="the tuning seed")
+    parser.add_argument("--sampler-seed", type=int, default=0)
+    parser.add_argument("--methods", default=None, help="comma-separated: only these methods")
+    parser.add_argument("--root", default="outputs", help="paths.root of the trials")
+    parser.add_argument("--out", default=None, help="where conf/recipes/tuned/ goes (default: the config module)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="an override every trial takes")
+    parser.add_argument("--verbose", action="store_true", help="show the trials' output")
+    args = parser.parse_args(argv)
+    if args.trials < 1:
+        parser.error("--trials: must be at least 1")
+    if args.seed < tuning.FIRST_SEED:
+        parser.error(f"--seed: a tuning seed is {tuning.FIRST_SEED} or more (the evaluation seeds are below)")
+    run(args)
+
+
+if __name__ == "__main__":
+    main()

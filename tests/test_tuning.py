@@ -1,0 +1,138 @@
+"""Tuning on validation (gif_bench.tuning, gif_bench.tune): each method's search space, a trial
+that can read neither the test splits nor the oracle, the settings a tuning run is refused, and a
+study end to end through Hydra's Optuna sweeper, whose tuned recipe the runs then use."""
+
+import dataclasses
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT, TINY, run_cli
+from hydra import compose, initialize_config_module
+from omegaconf import OmegaConf
+
+from gif_bench import CONFIG_MODULE, pipeline, record, rows, space, tasks, tuning
+from gif_bench.config import run_settings, validate
+from gif_bench.data import Withheld
+from gif_bench.errors import ConfigError, WithheldData
+from gif_bench.methods import METHODS
+from gif_bench.tasks import TASKS
+
+TUNABLE = [m.name for m in METHODS.values() if not m.oracle]
+TRIAL = ("tune=test", f"seed={tuning.FIRST_SEED}")
+
+
+def test_every_method_searches_keys_its_config_has_with_the_sweepers_distributions(make_cfg):
+    from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
+
+    kinds = {space.LogUniform: "LogUniformDistribution", space.Uniform: "UniformDistribution"}
+    kinds[space.IntRange] = "IntUniformDistribution"
+    for name in TUNABLE:
+        spec, full = METHODS[name], METHODS[name].space()
+        assert space.searched(full), f"{name} searches nothing"
+        if spec.direction is not None:  # γ for every influence method, MR where it has a mask
+            assert "update.rate" in full and ("mr" in full) == spec.uses_mask, name
+        cfg = make_cfg(f"method={name}")
+        for key in full:  # a misspelt key would add a setting nothing reads
+            assert OmegaConf.select(cfg, key, default="absent") != "absent", f"{name}: {key} is not in its config"
+        distributions, fixed = create_params_from_overrides([space.override(k, v) for k, v in full.items()])
+        for key, dim in space.searched(full).items():
+            assert type(distributions[key]).__name__ == kinds[type(dim)], (name, key)
+            assert (distributions[key].low, distributions[key].high) == (dim.lo, dim.hi), (name, key)
+        assert set(fixed) == set(space.fixed(full)), name
+    assert METHODS["retrain"].space() == {}
+
+
+def test_a_trial_withholds_every_split_its_task_does_not_decide_on_and_the_test_data(make_run):
+    for task in TASKS:
+        prepared = tuning.withhold(pipeline.prepare(make_run(f"task={task}", *TRIAL, drop=("task",))))
+        for name, split in prepared.edit.eval_sets.items():
+            assert isinstance(split, Withheld) == (name not in TASKS[task].decides_on), (task, name)
+        assert isinstance(prepared.dataset.test, Withheld)
+        with pytest.raises(WithheldData, match="'test' is withheld"):
+            len(prepared.dataset.test)
+        with pytest.raises(WithheldData, match="the oracle"):
+            pipeline.retrained(prepared)
+
+
+@pytest.mark.parametrize("method", ["gif", "koh", "finetune", "scrub", "ssd"])
+def test_a_trial_reads_validation_and_U_alone_and_returns_their_score(make_run, method):
+    run = make_run(f"method={method}", "method.epochs=1", *TRIAL) if "epochs" in METHODS[method].space() else None
+    run = run or make_run(f"method={method}", *TRIAL)
+    row = record.record(run)  # any read of a test split or of the oracle raises WithheldData
+    assert row["status"] == "ok" and rows.row_path(run).parent.parent.name == "tuning"
+    assert not any(k.startswith(("retrain_", "test_", "forget_test", "mia", "tow", "gap_")) for k in row), sorted(row)
+    assert math.isfinite(row["objective"]) and 0.0 <= row["objective"] <= 1.0
+    assert row["objective"] == pytest.approx(
+        tuning.objective({"val_f1": row["val_f1"], "val_acc": row["val_acc"]}, "class_removal")
+    )
+
+
+def test_a_metric_or_a_method_that_reads_the_test_data_fails_the_trial_loudly(make_run, monkeypatch):
+    def every_split(model, edit, only=None):  # a metric that ignores which sets it may read
+        return tasks.class_removal.evaluate(model, edit)
+
+    leaky = dataclasses.replace(TASKS["class_removal"], metrics=every_split)
+    monkeypatch.setitem(TASKS._entries, "class_removal", leaky)
+    with pytest.raises(WithheldData, match="withheld while tuning"):  # raised, not a failed row Optuna would rank
+        record.record(make_run(*TRIAL))
+    monkeypatch.undo()
+
+    def peeking(run, model, edit, data):  # a method that looks at the test split
+        return len(data.test)
+
+    monkeypatch.setitem(METHODS._entries, "ssd", dataclasses.replace(METHODS["ssd"], unlearn=peeking))
+    with pytest.raises(WithheldData):
+        record.record(make_run("method=ssd", *TRIAL))
+
+
+def test_tuning_runs_on_tuning_seeds_a_method_with_something_to_tune(make_cfg):
+    for overrides, key in (
+        (("tune=t", "seed=0"), "seed=0"),
+        (("tune=t", f"seed={tuning.FIRST_SEED}", "method=retrain"), "method=retrain"),
+        (("tune=3", f"seed={tuning.FIRST_SEED}"), "tune=3"),
+    ):
+        with pytest.raises(ConfigError) as err:
+            validate(make_cfg(*overrides))
+        assert str(err.value).startswith(key) and "\n" not in str(err.value)
+    assert run_settings(make_cfg()).tune is None and run_settings(make_cfg(*TRIAL)).tune == "test"
+
+
+def test_a_study_through_optunas_sweeper_writes_the_recipe_the_runs_then_use(tmp_path):
+    """``gif_bench.tune`` on the quickstart's class removal, GIF only, two trials; the tuned
+    recipe it writes is what ``recipe=tuned`` composes, and a run at it carries its cost."""
+    out, root = tmp_path / "conf", tmp_path / "outputs"
+    sets = [f"--set={o}" for o in TINY]
+    done = subprocess.run(
+        [sys.executable, "-m", "gif_bench.tune", "quickstart", "--profile=cpu", "--trials=2", "--methods=gif"]
+        + [f"--root={root}", f"--out={out}", *sets],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    tuned = out / "recipes" / "tuned" / "cpu" / "class_removal" / "gif.yaml"
+    recipe = OmegaConf.load(tuned)
+    trials = sorted((root / "tuning" / "studies" / "cpu" / "class_removal" / "gif").glob("*/trial.json"))
+    assert len(trials) == 2 and recipe.tuning.trials == 2
+    results = [json.loads(p.read_text()) for p in trials]
+    assert recipe.tuning.objective == max(t["objective"] for t in results)
+    assert recipe.tuning.seconds == pytest.approx(sum(t["edit_seconds"] for t in results), abs=1e-2)
+    assert 0.01 <= recipe["update"].rate <= 1.0 and 0.01 <= recipe.mr <= 0.5
+    assert not (root / "results").exists()  # trials write to tuning/, which no table reads
+
+    search = [f"hydra.searchpath=[file://{out}]", "experiment=quickstart", "profile=cpu"]
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+        tuned_cfg = compose("config", overrides=[*search, "recipe=tuned"])
+        published = compose("config", overrides=[*search, "recipe=published"])
+    assert tuned_cfg["update"].rate == recipe["update"].rate and tuned_cfg.mr == recipe.mr
+    assert published["update"].rate != recipe["update"].rate and "tuning" not in published
+
+    ran = run_cli(*search, *TINY, f"paths.root={root}", "recipe=tuned")
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    (row,) = [json.loads(p.read_text()) for p in (root / "results").glob("*/*.json")]
+    assert row["recipe"] == "tuned" and row["tuning_seconds"] == recipe.tuning.seconds
+    assert row["update_rate"] == recipe["update"].rate and row["mr"] == recipe.mr
