@@ -4,7 +4,9 @@ PROFILE ?= paper
 EXPERIMENTS_fmnist = table1 table2
 EXPERIMENTS ?= $(or $(EXPERIMENTS_$(PROFILE)),table1 fig3 table2 label_change random_removal)
 REPORT_DIR ?= docs/results/$(PROFILE)
+# make tune: trials per method (the same for every method), and studies at a time (one per core)
 TRIALS ?= 8
+JOBS ?= 2
 
 .PHONY: test lint quickstart clean-outputs toy-figure bench reproduce-tables tune
 
@@ -38,4 +40,4 @@ reproduce-tables:  ## every experiment's sweep, then its tables and figures -> $
 	cat $(REPORT_DIR)/reproduce.log; exit $$missing
 
 tune:            ## every method tuned on validation, TRIALS trials each -> conf/recipes/tuned/$(PROFILE)/ (PROFILE=cpu: within 2 hours on 2 CPU cores)
-	$(PYTHON) -m gif_bench.tune --profile $(PROFILE) --trials $(TRIALS) $(EXPERIMENTS)
+	$(PYTHON) -m gif_bench.tune --profile $(PROFILE) --trials $(TRIALS) --jobs $(JOBS) $(EXPERIMENTS)

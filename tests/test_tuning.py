@@ -13,7 +13,7 @@ from conftest import ROOT, TINY, run_cli
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from gif_bench import CONFIG_MODULE, pipeline, record, rows, space, tasks, tuning
+from gif_bench import CONFIG_MODULE, pipeline, record, rows, space, tasks, tuning, updates
 from gif_bench.config import run_settings, validate
 from gif_bench.data import Withheld
 from gif_bench.errors import ConfigError, WithheldData
@@ -68,6 +68,25 @@ def test_a_trial_reads_validation_and_U_alone_and_returns_their_score(make_run, 
     assert row["objective"] == pytest.approx(
         tuning.objective({"val_f1": row["val_f1"], "val_acc": row["val_acc"]}, "class_removal")
     )
+
+
+def test_a_trial_that_changes_only_the_step_size_steps_along_the_direction_its_study_solved(make_run):
+    """Trials of one study run in one process: one that differs from the last only in γ takes
+    that trial's direction (it would solve the same system) and counts no solve of its own."""
+    updates._STUDY_SOLVES.clear()
+    first = record.record(make_run("method=koh", "update.rate=0.05", *TRIAL))
+    again = record.record(make_run("method=koh", "update.rate=0.2", *TRIAL))
+    assert not first["solve_reused"] and again["solve_reused"] and again["influence_seconds"] == 0.0
+    updates._STUDY_SOLVES.clear()
+    fresh = record.record(make_run("method=koh", "update.rate=0.2", "force=true", *TRIAL))
+    assert not fresh["solve_reused"] and fresh["influence_seconds"] > 0.0
+    assert (fresh["objective"], fresh["steps"], fresh["val_acc"]) == (
+        again["objective"],
+        again["steps"],
+        again["val_acc"],
+    )
+    other = record.record(make_run("method=koh", "update.rate=0.2", "hessian.samples=16", *TRIAL))
+    assert not other["solve_reused"]  # another problem: solved anew
 
 
 def test_a_metric_or_a_method_that_reads_the_test_data_fails_the_trial_loudly(make_run, monkeypatch):

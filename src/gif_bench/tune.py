@@ -18,16 +18,18 @@ from __future__ import annotations
 import argparse
 import importlib.resources
 import json
+import os
 import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from . import CONFIG_MODULE, space, sweeps, tuning
+from . import CONFIG_MODULE, space, storage, sweeps, tuning
 from .methods import METHODS
 from .tasks import TASKS
 
@@ -153,34 +155,54 @@ def _objective_name(task: str) -> str:
     return TASKS[task].score.__name__
 
 
+def _study(study: Study, args: argparse.Namespace, root: Path, out: Path) -> dict:
+    """Run one study in its own process; write its tuned recipe; its record."""
+    folder = root / "tuning" / "studies" / study.name
+    shutil.rmtree(folder, ignore_errors=True)  # this study's trials only (finished ones resume from their rows)
+    started = time.perf_counter()
+    env = {**os.environ, "TQDM_DISABLE": "1", **({"OMP_NUM_THREADS": "1"} if args.jobs > 1 else {})}
+    done = subprocess.run(
+        command(study, args.trials, args.seed, args.sampler_seed, root, folder, args.set),
+        capture_output=not args.verbose,
+        env=env,
+    )
+    if done.returncode != 0:
+        tail = (done.stderr or b"").decode(errors="replace").strip().splitlines()[-3:]
+        raise RuntimeError(f"study {study.name} failed: {' | '.join(tail)}")
+    text, record = recipe(study, folder, args.trials, args.seed, args.sampler_seed)
+    target = storage.write_text(out / "recipes" / "tuned" / f"{study.name}.yaml", text)
+    return {**record, "wall_seconds": round(time.perf_counter() - started, 1), "recipe": str(target)}
+
+
 def run(args: argparse.Namespace) -> list[dict]:
+    """Every study, ``args.jobs`` at a time (each trial on one thread when more than one);
+    the records, also written to ``<root>/tuning/studies/<profile>/summary.json``."""
     out = Path(args.out) if args.out else Path(str(importlib.resources.files(CONFIG_MODULE)))
     root = Path(args.root)
     todo = studies(args.profile, args.experiments, args.methods.split(",") if args.methods else None, args.set)
-    print(f"gif-bench tune: {len(todo)} studies of {args.trials} trials each ({args.profile})", flush=True)
+    print(f"gif-bench tune: {len(todo)} studies of {args.trials} trials each, {args.jobs} at a time", flush=True)
+    started = time.perf_counter()
     records = []
-    for i, study in enumerate(todo, 1):
-        folder = root / "tuning" / "studies" / study.name
-        shutil.rmtree(folder, ignore_errors=True)  # this study's trials only (finished ones resume from their rows)
-        started = time.perf_counter()
-        done = subprocess.run(
-            command(study, args.trials, args.seed, args.sampler_seed, root, folder, args.set),
-            capture_output=not args.verbose,
-        )
-        if done.returncode != 0:
-            tail = (done.stderr or b"").decode(errors="replace").strip().splitlines()[-3:]
-            print(f"gif-bench tune: study {study.name} failed: {' | '.join(tail)}", file=sys.stderr)
-            sys.exit(1)
-        text, record = recipe(study, folder, args.trials, args.seed, args.sampler_seed)
-        target = out / "recipes" / "tuned" / f"{study.name}.yaml"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text)
-        records.append({**record, "wall_seconds": round(time.perf_counter() - started, 1)})
-        print(
-            f"[{i}/{len(todo)}] {study.name}: objective {record['objective']:.4f} "
-            f"({record['trials']} trials, {records[-1]['wall_seconds']:.0f} s) -> {target}",
-            flush=True,
-        )
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        futures = [pool.submit(_study, study, args, root, out) for study in todo]
+        for i, future in enumerate(as_completed(futures), 1):
+            try:
+                record = future.result()
+            except RuntimeError as err:
+                for f in futures:
+                    f.cancel()
+                print(f"gif-bench tune: {err}", file=sys.stderr)
+                sys.exit(1)
+            records.append(record)
+            print(
+                f"[{i}/{len(todo)}] {record['study']}: objective {record['objective']:.4f} "
+                f"({record['trials']} trials, {record['wall_seconds']:.0f} s) -> {record['recipe']}",
+                flush=True,
+            )
+    wall = time.perf_counter() - started
+    summary = {"profile": args.profile, "trials": args.trials, "jobs": args.jobs, "wall_seconds": round(wall, 1)}
+    storage.write_json(root / "tuning" / "studies" / args.profile / "summary.json", {**summary, "studies": records})
+    print(f"gif-bench tune: {len(records)} studies in {wall / 60:.1f} min", flush=True)
     return records
 
 
@@ -195,10 +217,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--root", default="outputs", help="paths.root of the trials")
     parser.add_argument("--out", default=None, help="where conf/recipes/tuned/ goes (default: the config module)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="an override every trial takes")
+    parser.add_argument("--jobs", type=int, default=1, help="studies at a time (each trial on one thread if > 1)")
     parser.add_argument("--verbose", action="store_true", help="show the trials' output")
     args = parser.parse_args(argv)
     if args.trials < 1:
         parser.error("--trials: must be at least 1")
+    if args.jobs < 1:
+        parser.error("--jobs: must be at least 1")
     if args.seed < tuning.FIRST_SEED:
         parser.error(f"--seed: a tuning seed is {tuning.FIRST_SEED} or more (the evaluation seeds are below)")
     run(args)

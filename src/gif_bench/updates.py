@@ -4,10 +4,11 @@ trajectory and the row's cost fields (:mod:`gif_bench.cost`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
-from . import cost, editing, line_search, models, study, tasks, unlearning
+from . import cost, editing, line_search, models, storage, study, tasks, unlearning
 from .influence import tree
 from .methods import METHODS
 from .settings import Run
@@ -42,6 +43,29 @@ def solve_fields(direction: editing.Direction) -> dict[str, Any]:
     )
 
 
+# A tuning study's directions, by everything that poses the problem (all but the step settings
+# and the study's name): its trials run in one process (Hydra's Optuna sweeper, basic launcher),
+# and a trial that changes only γ steps along the direction an earlier trial solved, as the
+# method would for any γ. The study's cost then counts that solve once (gif_bench.tune).
+_STUDY_SOLVES: dict[str, editing.Direction] = {}
+NOT_IN_THE_PROBLEM = ("update", "tune", "tuning")
+
+
+def _first_direction(run: Run, method, model, edit) -> tuple[editing.Direction, bool]:
+    """The run's first direction, and whether a tuning trial took it from an earlier trial of
+    its study (its seconds then 0: this trial did not solve)."""
+    if not run.tune:
+        return editing.influence_direction(run, method, model, edit, stored=study.stored_solve(run, edit)), False
+    key = storage.digest({k: v for k, v in run.fingerprint.items() if k not in NOT_IN_THE_PROBLEM})
+    if (solved := _STUDY_SOLVES.get(key)) is not None:
+        delta = {k: v.clone() for k, v in solved.delta.items()}
+        return dataclasses.replace(solved, delta=delta, seconds=0.0, solve_seconds=0.0), True
+    first = editing.influence_direction(run, method, model, edit)
+    _STUDY_SOLVES.clear()  # one is enough: a study's trials differ only in γ, or in what the next solves
+    _STUDY_SOLVES[key] = dataclasses.replace(first, delta={k: v.clone() for k, v in first.delta.items()}, problem=None)
+    return first, False
+
+
 def by_influence(run: Run, model, edit, dataset, metric_fn, before_val_acc: float, tracker, unit, report):
     """Select, solve and step along the direction (recomputed every ``update.recompute_every``
     steps); the trajectory and the row's cost fields (:mod:`gif_bench.cost`)."""
@@ -49,8 +73,8 @@ def by_influence(run: Run, model, edit, dataset, metric_fn, before_val_acc: floa
     counter = cost.ForwardCounter()
     start = time.perf_counter()
     method = METHODS[run.method.name]
-    first = editing.influence_direction(run, method, model, edit, stored=study.stored_solve(run, edit))
-    row: dict[str, Any] = solve_fields(first)
+    first, reused = _first_direction(run, method, model, edit)
+    row: dict[str, Any] = {**solve_fields(first), "solve_reused": reused}
     # Not the edit's own time: the solver study's measurements of Δθ (made before the steps move
     # θ̂), less a stored solve's seconds (counted as when it was solved, as a loaded oracle's are).
     not_the_edit = -first.solve_seconds if first.stored else 0.0
