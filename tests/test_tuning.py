@@ -13,7 +13,7 @@ from conftest import ROOT, TINY, run_cli
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from gif_bench import CONFIG_MODULE, pipeline, record, rows, space, tasks, tuning, updates
+from gif_bench import CONFIG_MODULE, pipeline, record, rows, space, tasks, tune, tuning, updates
 from gif_bench.config import run_settings, validate
 from gif_bench.data import Withheld
 from gif_bench.errors import ConfigError, WithheldData
@@ -155,3 +155,20 @@ def test_a_study_through_optunas_sweeper_writes_the_recipe_the_runs_then_use(tmp
     (row,) = [json.loads(p.read_text()) for p in (root / "results").glob("*/*.json")]
     assert row["recipe"] == "tuned" and row["tuning_seconds"] == recipe.tuning.seconds
     assert row["update_rate"] == recipe["update"].rate and row["mr"] == recipe.mr
+
+
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["--profile=nope", "table1"], "Could not find 'profile/nope'; one of cpu, fmnist, paper"),
+        (["nope"], "Could not find 'experiment/nope'"),
+        (["--methods=gif,nope", "table1"], "--methods: nope is not one of gif,"),
+        (["--trials=0", "table1"], "--trials: must be at least 1"),
+        (["--seed=3", "table1"], f"--seed: a tuning seed is {tuning.FIRST_SEED} or more"),
+    ],
+)
+def test_a_bad_tuning_command_is_refused_in_one_line_before_any_trial(argv, says, capsys, tmp_path):
+    with pytest.raises(SystemExit) as done:
+        tune.main([*argv, f"--root={tmp_path}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert done.value.code == 2 and says in err[-1] and not (tmp_path / "tuning").exists()

@@ -28,7 +28,7 @@ def _basic_sweeper(config: DictConfig) -> bool:
     return str(OmegaConf.select(config, "hydra.sweeper._target_", default="")).endswith(".BasicSweeper")
 
 
-def _one_line(err: Exception) -> str:
+def one_line(err: Exception) -> str:
     """Hydra's composition error in one line: its first, and the options it lists."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     options = [line for line in lines[1:] if "=" not in line and ":" not in line and " " not in line]
@@ -56,7 +56,7 @@ class SweepChecks(Callback):
                 if not_a_run(cfg) is None:
                     validate(cfg)
             except (UserError, HydraException) as err:
-                why = str(err) if isinstance(err, UserError) else _one_line(err)
+                why = str(err) if isinstance(err, UserError) else one_line(err)
                 print(f"gif-bench: error: job {number} of {len(jobs)} ({swept}): {why}", file=sys.stderr)
                 sys.exit(2)
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from . import CONFIG_MODULE, space, storage, sweeps, tuning
+from .callbacks import one_line
 from .methods import METHODS
 from .tasks import TASKS
 
@@ -226,7 +227,16 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--jobs: must be at least 1")
     if args.seed < tuning.FIRST_SEED:
         parser.error(f"--seed: a tuning seed is {tuning.FIRST_SEED} or more (the evaluation seeds are below)")
-    run(args)
+    unknown = [m for m in (args.methods or "").split(",") if m and m not in METHODS]
+    if unknown:
+        parser.error(f"--methods: {', '.join(unknown)} is not one of {', '.join(METHODS)}")
+    from hydra.errors import HydraException
+
+    try:
+        run(args)
+    except HydraException as err:  # a misspelt profile or experiment, before any trial
+        print(f"gif-bench tune: error: {one_line(err)}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":
