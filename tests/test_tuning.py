@@ -8,12 +8,13 @@ import math
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 from conftest import ROOT, TINY, run_cli
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from gif_bench import CONFIG_MODULE, pipeline, record, rows, space, tasks, tune, tuning, updates
+from gif_bench import CONFIG_MODULE, pipeline, record, report_header, rows, space, tasks, tune, tuning, updates
 from gif_bench.config import run_settings, validate
 from gif_bench.data import Withheld
 from gif_bench.errors import ConfigError, WithheldData
@@ -155,6 +156,9 @@ def test_a_study_through_optunas_sweeper_writes_the_recipe_the_runs_then_use(tmp
     (row,) = [json.loads(p.read_text()) for p in (root / "results").glob("*/*.json")]
     assert row["recipe"] == "tuned" and row["tuning_seconds"] == recipe.tuning.seconds
     assert row["update_rate"] == recipe["update"].rate and row["mr"] == recipe.mr
+    said = report_header.recipes(tuned_cfg, pd.DataFrame([row]))  # the report says which recipes ran
+    assert "tuned on validation" in said and "for gif:" in said and "recipes/tuned/cpu/class_removal/" in said
+    assert report_header.recipes(tuned_cfg, pd.DataFrame([{**row, "recipe": "published"}])) == ""
 
 
 @pytest.mark.parametrize(

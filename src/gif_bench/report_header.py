@@ -63,6 +63,19 @@ def setting(cfg: DictConfig, found: pd.DataFrame, varies: str = "") -> str:
     )
 
 
+def recipes(cfg: DictConfig, found: pd.DataFrame) -> str:
+    """Which methods ran a tuned recipe (``make tune``) and where its settings are; nothing when
+    every method ran its published one."""
+    if "recipe" not in found or not (found["recipe"] == "tuned").any():
+        return ""
+    tuned = sorted(set(found.loc[found["recipe"] == "tuned", "method"]))
+    return (
+        f"- recipes: tuned on validation (`make tune`; its study's seconds in `tuning_seconds`) for "
+        f"{', '.join(tuned)}: `conf/recipes/tuned/{cfg.profile}/{cfg.task.name}/<method>.yaml`; "
+        "published for the others\n"
+    )
+
+
 def header(
     name: str,
     overrides: list[str],
@@ -79,6 +92,7 @@ def header(
         f"- sweep: `python -m gif_bench {' '.join(overrides)}`\n"
         f"- table: `python -m gif_bench.report {' '.join(overrides)}`\n"
         f"{setting(cfg, found, varies)}"
+        f"{recipes(cfg, found)}"
         f"- {len(found)} of {runs(len(grid))} collected; iterate: {iterate} "
         f"({'chosen on validation' if iterate == 'best' else 'the last step'}); mean ± 95 % CI (Student t) over seeds\n"
         f"- runs on: {devices}; run time of the runs (training included): {compute:.1f} min\n"
