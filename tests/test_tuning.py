@@ -28,8 +28,11 @@ TRIAL = ("tune=test", f"seed={tuning.FIRST_SEED}")
 def test_every_method_searches_keys_its_config_has_with_the_sweepers_distributions(make_cfg):
     from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
 
-    kinds = {space.LogUniform: "LogUniformDistribution", space.Uniform: "UniformDistribution"}
-    kinds[space.IntRange] = "IntUniformDistribution"
+    def kind(dim) -> str:  # the optuna distribution each dimension should become
+        if isinstance(dim, space.IntRange):
+            return "IntUniformDistribution"
+        return "LogUniformDistribution" if dim.log else "UniformDistribution"
+
     for name in TUNABLE:
         spec, full = METHODS[name], METHODS[name].space()
         assert space.searched(full), f"{name} searches nothing"
@@ -40,7 +43,7 @@ def test_every_method_searches_keys_its_config_has_with_the_sweepers_distributio
             assert OmegaConf.select(cfg, key, default="absent") != "absent", f"{name}: {key} is not in its config"
         distributions, fixed = create_params_from_overrides([space.override(k, v) for k, v in full.items()])
         for key, dim in space.searched(full).items():
-            assert type(distributions[key]).__name__ == kinds[type(dim)], (name, key)
+            assert type(distributions[key]).__name__ == kind(dim), (name, key)
             assert (distributions[key].low, distributions[key].high) == (dim.lo, dim.hi), (name, key)
         assert set(fixed) == set(space.fixed(full)), name
     assert METHODS["retrain"].space() == {}

@@ -1,8 +1,8 @@
 """Search spaces: the settings a method's tuning may change, and the ranges it may try.
 
 A method declares its space beside its code (``MethodSpec.search``): a mapping from a config key
-(``update.rate``, ``mr``, ``method.lr_factor``, …) to a :class:`LogUniform`, :class:`Uniform` or
-:class:`IntRange`, or to a plain value that every trial holds fixed (the unlearners' unscaled
+(``update.rate``, ``mr``, ``method.lr_factor``, …) to an :class:`Interval` (uniform, or
+uniform in log) or an :class:`IntRange`, or to a plain value that every trial holds fixed (the unlearners' unscaled
 epochs). :func:`override` writes one entry as the Hydra override Hydra's Optuna sweeper samples
 from (``tag(log, interval(0.01, 1.0))``, ``int(interval(1, 10))``); :func:`values_of` reads a
 trial's chosen values back from its overrides.
@@ -15,25 +15,16 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
-class LogUniform:
-    """A float drawn uniformly in ``log`` between ``lo`` and ``hi`` (both > 0)."""
+class Interval:
+    """A float drawn uniformly between ``lo`` and ``hi``; with ``log``, uniformly in log (both > 0)."""
 
     lo: float
     hi: float
+    log: bool = False
 
     def hydra(self) -> str:
-        return f"tag(log, interval({self.lo!r}, {self.hi!r}))"
-
-
-@dataclass(frozen=True)
-class Uniform:
-    """A float drawn uniformly between ``lo`` and ``hi``."""
-
-    lo: float
-    hi: float
-
-    def hydra(self) -> str:
-        return f"interval({self.lo!r}, {self.hi!r})"
+        interval = f"interval({self.lo!r}, {self.hi!r})"
+        return f"tag(log, {interval})" if self.log else interval
 
 
 @dataclass(frozen=True)
@@ -47,13 +38,13 @@ class IntRange:
         return f"int(interval({self.lo}, {self.hi}))"
 
 
-Dimension = LogUniform | Uniform | IntRange
+Dimension = Interval | IntRange
 Space = Mapping[str, "Dimension | bool | int | float | str"]
 
 
 def is_searched(value: object) -> bool:
     """Whether a space's entry is searched (a :data:`Dimension`) rather than held fixed."""
-    return isinstance(value, LogUniform | Uniform | IntRange)
+    return isinstance(value, Interval | IntRange)
 
 
 def override(key: str, value: object) -> str:

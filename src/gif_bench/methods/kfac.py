@@ -13,7 +13,7 @@ from ..checks import Config, choice, get
 from ..editing import Problem
 from ..errors import ConfigError
 from ..settings import Run
-from ..space import LogUniform
+from ..space import Interval
 from .spec import MethodSpec
 
 
@@ -59,7 +59,7 @@ SPECS = tuple(
         keys=("damping", "fisher_type"),
         validate=_validate,
         options=Options,
-        search={"method.damping": LogUniform(1e-5, 1.0)},  # around the heuristic's 0.1 × mean eigenvalue
+        search={"method.damping": Interval(1e-5, 1.0, log=True)},  # around the heuristic's 0.1 × mean eigenvalue
     )
     for name, label, corrected in (("kfac", "K-FAC IF", False), ("ekfac", "EK-FAC IF", True))
 )

@@ -4,7 +4,7 @@ linearly over the run; 10 epochs at 0.1 × the training learning rate, α = 5·1
 from dataclasses import dataclass, replace
 
 from .. import unlearning
-from ..space import LogUniform
+from ..space import Interval
 from ..unlearning import finetune_plan
 from .spec import unlearner
 
@@ -22,5 +22,5 @@ def plan(run, model, edit, data):
 
 
 SPEC = unlearner(
-    "l1_sparse", "ℓ1-sparse", plan, keys=("l1",), options=Options, search={"method.l1": LogUniform(1e-5, 1e-2)}
+    "l1_sparse", "ℓ1-sparse", plan, keys=("l1",), options=Options, search={"method.l1": Interval(1e-5, 1e-2, log=True)}
 )

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .. import unlearning
-from ..space import Uniform
+from ..space import Interval
 from ..unlearning import neggrad_plus_plan
 from .spec import unlearner
 
@@ -33,5 +33,5 @@ SPEC = unlearner(
     plan,
     keys=("alpha", "forget_batch"),
     options=Options,
-    search={"method.alpha": Uniform(0.5, 0.999)},
+    search={"method.alpha": Interval(0.5, 0.999)},
 )

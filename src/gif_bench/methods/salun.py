@@ -5,7 +5,7 @@ at 0.13 × the training learning rate, half the parameters (SalUn's released rec
 from dataclasses import dataclass, replace
 
 from .. import unlearning
-from ..space import Uniform
+from ..space import Interval
 from ..unlearning import random_label_plan, saliency_mask
 from .spec import unlearner
 
@@ -25,5 +25,5 @@ def plan(run, model, edit, data):
 
 
 SPEC = unlearner(
-    "salun", "SalUn", plan, keys=("sparsity",), options=Options, search={"method.sparsity": Uniform(0.1, 0.9)}
+    "salun", "SalUn", plan, keys=("sparsity",), options=Options, search={"method.sparsity": Interval(0.1, 0.9)}
 )

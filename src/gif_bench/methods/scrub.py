@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .. import unlearning
-from ..space import IntRange, LogUniform
+from ..space import Interval, IntRange
 from ..unlearning import scrub_plan
 from .spec import unlearner
 
@@ -47,5 +47,5 @@ SPEC = unlearner(
     plan,
     keys=("max_steps", "alpha", "gamma", "temperature", "forget_batch"),
     options=Options,
-    search={"method.max_steps": IntRange(0, 3), "method.alpha": LogUniform(1e-4, 1.0)},  # published 2, 0.001
+    search={"method.max_steps": IntRange(0, 3), "method.alpha": Interval(1e-4, 1.0, log=True)},  # published 2, 0.001
 )

@@ -14,7 +14,7 @@ from ..editing import Problem
 from ..influence import SolveInfo
 from ..registry import Registry, Validator, no_checks
 from ..settings import Run
-from ..space import IntRange, LogUniform, Space
+from ..space import Interval, IntRange, Space
 from ..unlearning import RECIPE_KEYS, Options, Plan, validate
 
 
@@ -69,10 +69,10 @@ class MethodSpec:
 # room on both sides: γ 0.03–0.3 in the paper's tables, MR 5–30 %, the unlearners' learning-rate
 # factors 0.001–0.13 and 1–10 epochs. The unlearners are tuned at their own epochs
 # (unlearning.scale_epochs off), not at the recipe's share of the published ones.
-INFLUENCE_SPACE: Space = {"update.rate": LogUniform(0.01, 1.0)}
-MASK_SPACE: Space = {"mr": LogUniform(0.01, 0.5)}
+INFLUENCE_SPACE: Space = {"update.rate": Interval(0.01, 1.0, log=True)}
+MASK_SPACE: Space = {"mr": Interval(0.01, 0.5, log=True)}
 UNLEARNING_SPACE: Space = {
-    "method.lr_factor": LogUniform(0.001, 1.0),
+    "method.lr_factor": Interval(0.001, 1.0, log=True),
     "method.epochs": IntRange(1, 10),
     "unlearning.scale_epochs": False,
 }

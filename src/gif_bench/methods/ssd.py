@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from ..checks import Config, number
 from ..data import Split, batches
-from ..space import LogUniform
+from ..space import Interval
 from ..unlearning import Plan
 from .spec import MethodSpec
 
@@ -87,5 +87,5 @@ SPEC = MethodSpec(
     validate=_validate,
     options=Options,
     # SSD trains nothing: its selection α and dampening λ (published 10 and 1) are all it tunes
-    search={"method.selection": LogUniform(1.0, 100.0), "method.dampening": LogUniform(0.1, 10.0)},
+    search={"method.selection": Interval(1.0, 100.0, log=True), "method.dampening": Interval(0.1, 10.0, log=True)},
 )
