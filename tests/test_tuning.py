@@ -179,3 +179,42 @@ def test_a_bad_tuning_command_is_refused_in_one_line_before_any_trial(argv, says
         tune.main([*argv, f"--root={tmp_path}"])
     err = capsys.readouterr().err.strip().splitlines()
     assert done.value.code == 2 and says in err[-1] and not (tmp_path / "tuning").exists()
+
+
+def test_a_report_of_tuned_runs_lists_the_verdicts_against_gif_the_tuning_changed(tmp_path):
+    """Rows of one sweep at both recipes (written here, on the sweep's own run ids): fine-tuning
+    is worse than GIF on test accuracy at its published recipe and ties at its tuned one; the
+    report of the tuned runs lists that change and no other."""
+    from gif_bench import report, storage, sweeps
+
+    conf = tmp_path / "conf"
+    for method, rate in (("gif", "update:\n  rate: 0.1"), ("finetune", "method:\n  lr_factor: 0.5")):
+        storage.write_text(
+            conf / "recipes" / "tuned" / "cpu" / "class_removal" / f"{method}.yaml",
+            f"# @package _global_\n{rate}\ntuning:\n  trials: 2\n  seconds: 1.5\n",
+        )
+    sweep = ["experiment=quickstart", "profile=cpu", f"paths.root={tmp_path}", f"hydra.searchpath=[file://{conf}]"]
+    sweep += ["method=gif,finetune,retrain", "seed=0,1,2,3,4,5"]
+    noise = [0.3, -0.2, 0.1, -0.4, 0.2, 0.0]
+    for recipe in ("published", "tuned"):
+        for _, cell in sweeps.expected_grid([*sweep, f"recipe={recipe}"]).iterrows():
+            method, seed = cell["method"], int(cell["seed"])
+            acc = 95.0 + noise[seed] - (5.0 if (method, recipe) == ("finetune", "published") else 0.0)
+            metrics = {"test_acc": acc, "self_acc": 0.0, "val_acc": acc, "f1": 0.9, "forget_test_acc": 0.0}
+            row = {
+                **{k: cell[k] for k in ("method", "selector", "mr", "experiment")},
+                **{f"{p}{k}": v for p in ("", "best_", "before_", "retrain_") for k, v in metrics.items()},
+                "seed": seed, "run_id": cell["run_ids"][0], "status": "ok", "recipe": recipe, "task": "class_removal",
+                "stop_reason": "threshold", "edit_seconds": 1.0, "retrain_seconds": 10.0, "gap_to_retrain": 0.0,
+                "best_gap_to_retrain": 0.0, "device": "cpu", "total_seconds": 1.0, "tuning_seconds": None,
+                "trajectory": [{"step": 0, "self_acc": 100.0, "test_acc": acc}],
+            }  # fmt: skip
+            storage.write_json(tmp_path / "results" / cell["experiment"] / f"{cell['run_ids'][0]}.json", row)
+
+    built = report.build([*sweep, "recipe=tuned"], tmp_path / "report")
+    changed = pd.read_csv(built["written"]["changed"])
+    assert changed[["method", "metric", "verdict_published", "verdict_tuned"]].values.tolist() == [
+        ["finetune", "test_acc", "worse", "tie"]
+    ]
+    text = built["written"]["markdown"].read_text()
+    assert report.CHANGED_HEADER in text and "recipes: tuned on validation" in text

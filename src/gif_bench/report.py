@@ -87,6 +87,7 @@ def build(overrides: list[str], out: Path | None = None, iterate: str = "best") 
             written["paired"] = storage.write_atomic(
                 out / f"{name}-paired.csv", lambda tmp: both.to_csv(tmp, index=False)
             )
+            markdown += _changed(overrides, cfg, name, task, iterate, found, pairs, out, written)
         latex = tables.to_latex(table, task)
         written["figure"] = plots.trajectories(found, out / f"{name}-trajectories.png", title=f"{name}: trajectories")
         written["pareto"] = plots.pareto(found, out / f"{name}-pareto.png", iterate, title=f"{name}: cost and gap")
@@ -95,6 +96,31 @@ def build(overrides: list[str], out: Path | None = None, iterate: str = "best") 
     written["csv"] = storage.write_atomic(out / f"{name}.csv", lambda tmp: table.to_csv(tmp, index=False))
     report_header.log_to_wandb(cfg, name, table, written)
     return {"name": name, "written": written, "missing": missing, "table": table}
+
+
+CHANGED_HEADER = (
+    "**Verdicts the tuned recipes changed** (each method against GIF, as above, at the published recipes "
+    "and at the tuned ones, on the same seeds; the methods and metrics whose verdict differs)"
+)
+
+
+def _changed(overrides, cfg, name: str, task: str, iterate: str, found, pairs, out: Path, written: dict) -> str:
+    """Where some methods ran a tuned recipe: the paired verdicts against GIF that differ from
+    those of the same sweep at the published recipes (its rows from the same root; those found),
+    as a Markdown section, also written to ``<name>-changed.csv``."""
+    from . import tables
+
+    if "recipe" not in found or not (found["recipe"] == "tuned").any():
+        return ""
+    grid = sweeps.expected_grid([*overrides, "recipe=published"])
+    published, missing = sweeps.match_grid(rows.collect(cfg.paths.root, name), grid)
+    if published.empty:
+        return f"\n\n{CHANGED_HEADER}: no runs at the published recipes under `{cfg.paths.root}`\n"
+    changed = tables.changed_verdicts(tables.paired_against(published, task, iterate), pairs)
+    written["changed"] = storage.write_atomic(out / f"{name}-changed.csv", lambda tmp: changed.to_csv(tmp, index=False))
+    note = f" ({report_header.runs(len(missing))} of the published sweep missing)" if len(missing) else ""
+    body = changed.to_markdown(index=False, floatfmt=".3g") if len(changed) else "none"
+    return f"\n\n{CHANGED_HEADER}{note}\n\n{body}"
 
 
 ROW_COLUMNS = ("experiment", "task", "method", "selector", "solver", "mr", "seed", "status")

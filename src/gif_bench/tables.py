@@ -291,6 +291,17 @@ def paired_against(rows: pd.DataFrame, task: str, iterate: str = "best", against
     return _pairs(groups, [(k, base_key) for k in keys if k != base_key], task, iterate)
 
 
+def changed_verdicts(published: pd.DataFrame, tuned: pd.DataFrame) -> pd.DataFrame:
+    """The verdicts against GIF (:func:`paired_against`) that differ between one experiment's
+    runs at the published recipes and at the tuned ones, per method and metric (a method's MR
+    may differ between the two): each recipe's verdict, mean difference and p."""
+    keys, kept = ["method", "metric"], ["verdict", "mean_diff", "p_t"]
+    if published.empty or tuned.empty:
+        return pd.DataFrame(columns=[*keys, *(f"{k}_{r}" for r in ("published", "tuned") for k in kept)])
+    both = published[keys + kept].merge(tuned[keys + kept], on=keys, suffixes=("_published", "_tuned"))
+    return both[both["verdict_published"] != both["verdict_tuned"]].reset_index(drop=True)
+
+
 def paired_in_order(rows: pd.DataFrame, task: str, iterate: str = "best") -> pd.DataFrame:
     """Each method's first line (smallest MR) against the next method's, in the table's order
     (the order methods are registered in: the paper's, GIF > freezing > projecting > Koh &
