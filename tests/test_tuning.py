@@ -81,6 +81,7 @@ def test_a_trial_that_changes_only_the_step_size_steps_along_the_direction_its_s
     first = record.record(make_run("method=koh", "update.rate=0.05", *TRIAL))
     again = record.record(make_run("method=koh", "update.rate=0.2", *TRIAL))
     assert not first["solve_reused"] and again["solve_reused"] and again["influence_seconds"] == 0.0
+    assert first["hvps"] > 0 and again["hvps"] == 0
     updates._STUDY_SOLVES.clear()
     fresh = record.record(make_run("method=koh", "update.rate=0.2", "force=true", *TRIAL))
     assert not fresh["solve_reused"] and fresh["influence_seconds"] > 0.0

@@ -59,7 +59,8 @@ def _first_direction(run: Run, method, model, edit) -> tuple[editing.Direction, 
     key = storage.digest({k: v for k, v in run.fingerprint.items() if k not in NOT_IN_THE_PROBLEM})
     if (solved := _STUDY_SOLVES.get(key)) is not None:
         delta = {k: v.clone() for k, v in solved.delta.items()}
-        return dataclasses.replace(solved, delta=delta, seconds=0.0, solve_seconds=0.0), True
+        info = dataclasses.replace(solved.info, hvps=0)  # no product of this trial's
+        return dataclasses.replace(solved, delta=delta, info=info, seconds=0.0, solve_seconds=0.0), True
     first = editing.influence_direction(run, method, model, edit)
     _STUDY_SOLVES.clear()  # one is enough: a study's trials differ only in γ, or in what the next solves
     _STUDY_SOLVES[key] = dataclasses.replace(first, delta={k: v.clone() for k, v in first.delta.items()}, problem=None)
