@@ -219,3 +219,19 @@ def test_a_report_of_tuned_runs_lists_the_verdicts_against_gif_the_tuning_change
     ]
     text = built["written"]["markdown"].read_text()
     assert report.CHANGED_HEADER in text and "recipes: tuned on validation" in text
+
+
+def test_a_trial_that_diverges_is_scored_below_every_other_and_its_study_goes_on(tmp_path):
+    """Fine-tuning at a rate 10⁹ times the training rate: its loss leaves the floats.
+    In a run that stops the sweep (the recipe is the user's to fix); in a tuning study the trial
+    fails, scored :data:`tuning.FAILED_OBJECTIVE`, and the study ends normally."""
+    folder = tmp_path / "study"
+    ran = run_cli(
+        "--multirun", *TINY, f"paths.root={tmp_path}", "method=finetune", "method.epochs=1", *TRIAL,
+        "method.lr_factor=1e9", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=1", "hydra.sweeper.direction=maximize",
+        "update.rate=interval(0.01, 0.02)", f"hydra.sweep.dir={folder}",
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    (trial,) = [json.loads(p.read_text()) for p in folder.glob(f"*/{tuning.TRIAL_FILE}")]
+    assert trial["status"] == "failed" and trial["objective"] == tuning.FAILED_OBJECTIVE
+    assert "EditDiverged" in trial["error"] and "loss became" in trial["error"]

@@ -64,13 +64,15 @@ def main(cfg: DictConfig) -> float | None:
             raise failure.__cause__ from None
         print(f"gif-bench: run failed: {failure}", file=sys.stderr)
         hydra_cfg = HydraConfig.get()
+        if cfg.tune and hydra_cfg.mode == RunMode.MULTIRUN:
+            # a trial whose settings fail (an unlearner diverging at a high rate) is a result of its
+            # study, scored below any other; Optuna's sweeper would stop at a trial without a value
+            _write_trial({"status": "failed", "objective": FAILED_OBJECTIVE, "error": str(failure)})
+            return FAILED_OBJECTIVE
         if hydra_cfg.mode != RunMode.MULTIRUN:
             sys.exit(1)
         # in a sweep the other jobs go on; callbacks.SweepChecks exits 1 at its end, naming this one
         (Path(hydra_cfg.runtime.output_dir) / FAILED).write_text(f"{failure}\n")
-        if cfg.tune:  # Optuna's sweeper stops at a trial without a value: this one scores below any
-            _write_trial({"status": "failed", "objective": FAILED_OBJECTIVE, "error": str(failure)})
-            return FAILED_OBJECTIVE
         return None
     if row.get("status") == "skipped":  # not a run (a pair of the solver study's sweep): leave no folder
         _discard_run_dir(Path(str(cfg.paths.root)))
