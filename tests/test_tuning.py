@@ -221,17 +221,33 @@ def test_a_report_of_tuned_runs_lists_the_verdicts_against_gif_the_tuning_change
     assert report.CHANGED_HEADER in text and "recipes: tuned on validation" in text
 
 
-def test_a_trial_that_diverges_is_scored_below_every_other_and_its_study_goes_on(tmp_path):
-    """Fine-tuning at a rate 10⁹ times the training rate: its loss leaves the floats.
-    In a run that stops the sweep (the recipe is the user's to fix); in a tuning study the trial
-    fails, scored :data:`tuning.FAILED_OBJECTIVE`, and the study ends normally."""
+@pytest.mark.parametrize(
+    "settings, error",
+    [
+        (("method=finetune", "method.epochs=1", "method.lr_factor=1e9"), "EditDiverged: finetune"),  # 10⁹ × the rate
+        (("method=gif", "mr=1e-6"), "ConfigError: mr=1e-06: selects no parameter"),
+    ],
+)
+def test_a_trial_whose_settings_fail_is_scored_below_every_other_and_its_study_goes_on(settings, error, tmp_path):
+    """Fine-tuning at 10⁹ times the training rate (its loss leaves the floats), or an MR that
+    selects nothing: a run would stop, the user's to fix; a trial fails, scored
+    :data:`tuning.FAILED_OBJECTIVE`, and its study ends normally."""
     folder = tmp_path / "study"
     ran = run_cli(
-        "--multirun", *TINY, f"paths.root={tmp_path}", "method=finetune", "method.epochs=1", *TRIAL,
-        "method.lr_factor=1e9", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=1", "hydra.sweeper.direction=maximize",
-        "update.rate=interval(0.01, 0.02)", f"hydra.sweep.dir={folder}",
+        "--multirun", *TINY, f"paths.root={tmp_path}", *settings, *TRIAL, "hydra/sweeper=optuna",
+        "hydra.sweeper.n_trials=1", "hydra.sweeper.direction=maximize", "update.rate=interval(0.01, 0.02)",
+        f"hydra.sweep.dir={folder}",
     )  # fmt: skip
     assert ran.returncode == 0, ran.stderr[-2000:]
     (trial,) = [json.loads(p.read_text()) for p in folder.glob(f"*/{tuning.TRIAL_FILE}")]
     assert trial["status"] == "failed" and trial["objective"] == tuning.FAILED_OBJECTIVE
-    assert "EditDiverged" in trial["error"] and "loss became" in trial["error"]
+    assert error in trial["error"], trial["error"]
+
+
+def test_a_study_whose_every_trial_fails_stops_the_tuning_naming_the_error(tmp_path, capsys):
+    sets = [f"--set={o}" for o in (*TINY, "hessian.samples=0")]  # a value every run refuses
+    with pytest.raises(SystemExit) as done:
+        tune.main(["quickstart", "--methods=ssd", "--trials=2", f"--root={tmp_path}", f"--out={tmp_path}", *sets])
+    said = capsys.readouterr().err.strip().splitlines()[-1]
+    assert done.value.code == 1 and "every trial failed" in said and "hessian.samples=0" in said
+    assert not (tmp_path / "recipes").exists()

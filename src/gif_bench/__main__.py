@@ -56,6 +56,8 @@ def main(cfg: DictConfig) -> float | None:
     try:
         row = run(cfg)
     except UserError as err:
+        if _a_trial(cfg):  # a setting the trial drew that the run refuses (an MR that selects nothing)
+            return _failed_trial(err)
         _discard_run_dir(Path(str(cfg.paths.root)))
         print(f"gif-bench: error: {err}", file=sys.stderr)
         sys.exit(2)
@@ -64,11 +66,8 @@ def main(cfg: DictConfig) -> float | None:
             raise failure.__cause__ from None
         print(f"gif-bench: run failed: {failure}", file=sys.stderr)
         hydra_cfg = HydraConfig.get()
-        if cfg.tune and hydra_cfg.mode == RunMode.MULTIRUN:
-            # a trial whose settings fail (an unlearner diverging at a high rate) is a result of its
-            # study, scored below any other; Optuna's sweeper would stop at a trial without a value
-            _write_trial({"status": "failed", "objective": FAILED_OBJECTIVE, "error": str(failure)})
-            return FAILED_OBJECTIVE
+        if _a_trial(cfg):  # its settings fail (an unlearner diverging at a high rate)
+            return _failed_trial(failure)
         if hydra_cfg.mode != RunMode.MULTIRUN:
             sys.exit(1)
         # in a sweep the other jobs go on; callbacks.SweepChecks exits 1 at its end, naming this one
@@ -80,6 +79,18 @@ def main(cfg: DictConfig) -> float | None:
         _write_trial({k: row.get(k) for k in TRIAL_KEYS})
         return row["objective"]
     return row.get("f1")
+
+
+def _a_trial(cfg: DictConfig) -> bool:
+    """Whether this job is a trial of a tuning study (``tune=<study>`` in a multirun)."""
+    return bool(cfg.get("tune")) and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def _failed_trial(err: Exception) -> float:
+    """A trial whose settings fail is a result of its study, scored below every other (Optuna's
+    sweeper would stop at a trial without a value); ``gif_bench.tune`` stops when all fail."""
+    _write_trial({"status": "failed", "objective": FAILED_OBJECTIVE, "error": f"{type(err).__name__}: {err}"})
+    return FAILED_OBJECTIVE
 
 
 def _write_trial(trial: dict) -> None:

@@ -74,7 +74,8 @@ def studies(
         seen.add(task)
         grid = _grid(experiment, profile)
         held = tuple(k for k in grid if k not in ("method", "seed"))  # the sweep's value would replace the tuned one
-        for method in grid.get("method", [str(cfg.method.name)]):
+        # the experiment's methods; for one that sweeps none (the quickstart), those asked for
+        for method in grid.get("method", methods or [str(cfg.method.name)]):
             entry = METHODS[method]
             if not entry.space() or (methods and method not in methods):
                 continue
@@ -174,6 +175,9 @@ def _study(study: Study, args: argparse.Namespace, root: Path, out: Path) -> dic
     if done.returncode != 0:
         tail = (done.stderr or b"").decode(errors="replace").strip().splitlines()[-3:]
         raise RuntimeError(f"study {study.name} failed: {' | '.join(tail)}")
+    failed = [t for t in _trials(folder) if t.get("status") != "ok"]
+    if len(failed) == args.trials:  # nothing to choose from: the settings, or the data, are wrong
+        raise RuntimeError(f"study {study.name}: every trial failed; the first: {failed[0].get('error')}")
     text, record = recipe(study, folder, args.trials, args.seed, args.sampler_seed)
     target = storage.write_text(out / "recipes" / "tuned" / f"{study.name}.yaml", text)
     return {**record, "wall_seconds": round(time.perf_counter() - started, 1), "recipe": str(target)}
@@ -185,6 +189,8 @@ def run(args: argparse.Namespace) -> list[dict]:
     out = Path(args.out) if args.out else Path(str(importlib.resources.files(CONFIG_MODULE)))
     root = Path(args.root)
     todo = studies(args.profile, args.experiments, args.methods.split(",") if args.methods else None, args.set)
+    if not todo:
+        raise RuntimeError(f"no method of {', '.join(args.experiments)} to tune (--methods={args.methods})")
     print(f"gif-bench tune: {len(todo)} studies of {args.trials} trials each, {args.jobs} at a time", flush=True)
     started = time.perf_counter()
     records = []
@@ -193,11 +199,10 @@ def run(args: argparse.Namespace) -> list[dict]:
         for i, future in enumerate(as_completed(futures), 1):
             try:
                 record = future.result()
-            except RuntimeError as err:
+            except RuntimeError:
                 for f in futures:
                     f.cancel()
-                print(f"gif-bench tune: {err}", file=sys.stderr)
-                sys.exit(1)
+                raise
             records.append(record)
             print(
                 f"[{i}/{len(todo)}] {record['study']}: objective {record['objective']:.4f} "
@@ -241,6 +246,9 @@ def main(argv: list[str] | None = None) -> None:
     except HydraException as err:  # a misspelt profile or experiment, before any trial
         print(f"gif-bench tune: error: {one_line(err)}", file=sys.stderr)
         sys.exit(2)
+    except RuntimeError as err:  # nothing to tune, or a study that failed
+        print(f"gif-bench tune: {err}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":
