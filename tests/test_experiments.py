@@ -33,7 +33,8 @@ def test_table1_sweeps_every_method_mr_and_seed(profile, seeds, mrs, dataset, wi
     expected |= {(m, 1.0, "all", s) for m in WHOLE for s in seeds}
     assert _cells(grid) == expected and len(grid) == (3 * len(mrs) + len(WHOLE)) * len(seeds)
     assert set(grid["experiment"]) == {f"table1-{profile}"}
-    cfg = sweeps.compose(["experiment=table1", f"profile={profile}", "mr=0.05", "method=gif", "seed=0"])
+    published = "recipe=published"  # the published recipe's settings (profile=cpu defaults to its tuned ones)
+    cfg = sweeps.compose(["experiment=table1", f"profile={profile}", "mr=0.05", "method=gif", "seed=0", published])
     assert (cfg.dataset.name, cfg.model.name, cfg.model.width, cfg.task.name) == (
         dataset,
         "vgg11",
@@ -73,7 +74,7 @@ def test_the_paper_profile_composes_every_experiment_with_its_grid():
 def test_the_cpu_profile_runs_the_backdoor_table_on_real_mnist_with_the_papers_recipe():
     grid = sweeps.expected_grid(["experiment=table2", "profile=cpu"])
     assert set(grid["seed"]) == {0, 1, 2} and len(grid) == 3 * len(METHODS)  # one MR: every method once per seed
-    cpu = sweeps.compose(["experiment=table2", "profile=cpu", "method=gif", "mr=0.05", "seed=0"])
+    cpu = sweeps.compose(["experiment=table2", "profile=cpu", "method=gif", "mr=0.05", "seed=0", "recipe=published"])
     assert (cpu.dataset.name, cpu.dataset.image_size, cpu.model.name, cpu.model.width) == (
         "mnist5k",
         28,

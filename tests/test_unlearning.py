@@ -273,11 +273,14 @@ def test_the_cpu_profile_scales_the_recipes_to_the_same_share_of_training():
         return unlearning.epochs(run), unlearning.recipe(run)
 
     assert unlearner("method=finetune")[0] == 10  # the paper profile: as published
-    epochs, recipe = unlearner("method=finetune", "profile=cpu")  # digits, 15 epochs: 10·15/182
+    published = "recipe=published"  # profile=cpu defaults to the tuned recipes, at their own epochs
+    epochs, recipe = unlearner("method=finetune", "profile=cpu", published)  # digits, 15 epochs: 10·15/182
     assert epochs == 1 and recipe.epochs == 1 and recipe.lr == pytest.approx(0.1 * 0.05)
     assert recipe.schedule == "constant"
-    assert unlearner("method=grad_ascent", "experiment=table2", "profile=cpu", "seed=0")[0] == 1  # ⌈5·25/182⌉
-    assert unlearner("method=salun", "experiment=table2", "profile=cpu", "seed=0")[0] == 2  # ⌈10·25/182⌉
+    assert (
+        unlearner("method=grad_ascent", "experiment=table2", "profile=cpu", "seed=0", published)[0] == 1
+    )  # ⌈5·25/182⌉
+    assert unlearner("method=salun", "experiment=table2", "profile=cpu", "seed=0", published)[0] == 2  # ⌈10·25/182⌉
 
 
 def test_the_cpu_profile_gives_arnoldi_100_steps_and_no_other_method_its_key(make_cfg):
