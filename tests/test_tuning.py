@@ -147,6 +147,8 @@ def test_a_study_through_optunas_sweeper_writes_the_recipe_the_runs_then_use(tmp
     assert recipe.tuning.seconds == pytest.approx(sum(t["edit_seconds"] for t in results), abs=1e-2)
     assert 0.01 <= recipe["update"].rate <= 1.0 and 0.01 <= recipe.mr <= 0.5
     assert not (root / "results").exists()  # trials write to tuning/, which no table reads
+    (line,) = [x for x in tune.summary("cpu", out).splitlines() if x.startswith("| class_removal | GIF |")]
+    assert f"update.rate={recipe['update'].rate:.3g}" in line and line.endswith(f"| 2 | {recipe.tuning.seconds:.1f} |")
 
     search = [f"hydra.searchpath=[file://{out}]", "experiment=quickstart", "profile=cpu"]
     with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):

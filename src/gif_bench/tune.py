@@ -216,9 +216,42 @@ def run(args: argparse.Namespace) -> list[dict]:
     return records
 
 
+def summary(profile: str, out: Path) -> str:
+    """The tuned recipes of ``profile`` under ``out`` as a Markdown table: per task and method
+    (in registry order), the chosen settings, the best objective, the trials and their seconds."""
+    lines = []
+    for task in TASKS:
+        for method in METHODS:
+            path = out / "recipes" / "tuned" / profile / task / f"{method}.yaml"
+            if not path.is_file():
+                continue
+            node = OmegaConf.to_container(OmegaConf.load(path))
+            record = node.pop("tuning", {})
+            settings = ", ".join(f"{k}={_short(v)}" for k, v in _flat(node).items())
+            objective, seconds = record.get("objective"), record.get("seconds")
+            lines.append(
+                f"| {task} | {METHODS[method].label} | {settings} | {objective:.4f} | "
+                f"{record.get('trials')} | {seconds:.1f} |"
+            )
+    head = "| task | method | tuned settings | objective (validation) | trials | seconds |\n|---|---|---|---|---|---|"
+    return "\n".join([head, *lines]) + "\n"
+
+
+def _flat(node: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in node.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def _short(value: object) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m gif_bench.tune", description=__doc__.split("\n\n")[0])
-    parser.add_argument("experiments", nargs="+", help="experiments whose tasks and methods to tune")
+    parser.add_argument("experiments", nargs="*", help="experiments whose tasks and methods to tune")
+    parser.add_argument("--summary", action="store_true", help="print the profile's tuned recipes as a table")
     parser.add_argument("--profile", default="cpu")
     parser.add_argument("--trials", type=int, default=8, help="trials per method, the same for every method")
     parser.add_argument("--seed", type=int, default=tuning.FIRST_SEED, help="the tuning seed")
@@ -230,6 +263,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--jobs", type=int, default=1, help="studies at a time (each trial on one thread if > 1)")
     parser.add_argument("--verbose", action="store_true", help="show the trials' output")
     args = parser.parse_args(argv)
+    out = Path(args.out) if args.out else Path(str(importlib.resources.files(CONFIG_MODULE)))
+    if args.summary:
+        print(summary(args.profile, out), end="")
+        return
+    if not args.experiments:
+        parser.error("give the experiments to tune (e.g. table1 table2), or --summary")
     if args.trials < 1:
         parser.error("--trials: must be at least 1")
     if args.jobs < 1:
