@@ -10,7 +10,7 @@ import sys
 
 import pandas as pd
 import pytest
-from conftest import ROOT, TINY, run_cli
+from conftest import CONF, ROOT, TINY, run_cli
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
@@ -253,3 +253,25 @@ def test_a_study_whose_every_trial_fails_stops_the_tuning_naming_the_error(tmp_p
     said = capsys.readouterr().err.strip().splitlines()[-1]
     assert done.value.code == 1 and "every trial failed" in said and "hessian.samples=0" in said
     assert not (tmp_path / "recipes").exists()
+
+
+def test_the_cpu_profile_runs_every_committed_tuned_recipe_and_published_ones_on_request():
+    """What ``make tune PROFILE=cpu`` chose (conf/recipes/tuned/cpu/) is what the CPU profile's
+    experiments run, value for value; ``recipe=published`` runs the method's own config."""
+    from gif_bench import sweeps
+    from gif_bench.tune import _flat, studies
+
+    tuned = sorted((CONF / "recipes" / "tuned" / "cpu").glob("*/*.yaml"))
+    assert tuned, "no tuned recipe is committed for the CPU profile"
+    experiment = {s.task: s.experiment for s in studies("cpu", ["table1", "table2", "label_change", "random_removal"])}
+    for path in tuned:
+        task, method = path.parent.name, path.stem
+        chosen = OmegaConf.to_container(OmegaConf.load(path))
+        record = chosen.pop("tuning")
+        run = sweeps.compose([f"experiment={experiment[task]}", "profile=cpu", f"method={method}", "seed=0"])
+        published = sweeps.compose(
+            [f"experiment={experiment[task]}", "profile=cpu", f"method={method}", "seed=0", "recipe=published"]
+        )
+        for key, value in _flat(chosen).items():
+            assert OmegaConf.select(run, key) == value, (path, key)
+        assert OmegaConf.to_container(run.tuning) == record and "tuning" not in published, path
