@@ -130,7 +130,7 @@ def test_a_study_through_optunas_sweeper_writes_the_recipe_the_runs_then_use(tmp
     out, root = tmp_path / "conf", tmp_path / "outputs"
     sets = [f"--set={o}" for o in TINY]
     done = subprocess.run(
-        [sys.executable, "-m", "gif_bench.tune", "quickstart", "--profile=cpu", "--trials=2", "--methods=gif"]
+        [sys.executable, "-m", "gif_bench.tune", "quickstart", "--profile=paper", "--trials=2", "--methods=gif"]
         + [f"--root={root}", f"--out={out}", *sets],
         cwd=ROOT,
         capture_output=True,
@@ -138,19 +138,19 @@ def test_a_study_through_optunas_sweeper_writes_the_recipe_the_runs_then_use(tmp
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    tuned = out / "recipes" / "tuned" / "cpu" / "class_removal" / "gif.yaml"
+    tuned = out / "recipes" / "tuned" / "paper" / "class_removal" / "gif.yaml"
     recipe = OmegaConf.load(tuned)
-    trials = sorted((root / "tuning" / "studies" / "cpu" / "class_removal" / "gif").glob("*/trial.json"))
+    trials = sorted((root / "tuning" / "studies" / "paper" / "class_removal" / "gif").glob("*/trial.json"))
     assert len(trials) == 2 and recipe.tuning.trials == 2
     results = [json.loads(p.read_text()) for p in trials]
     assert recipe.tuning.objective == max(t["objective"] for t in results)
     assert recipe.tuning.seconds == pytest.approx(sum(t["edit_seconds"] for t in results), abs=1e-2)
     assert 0.01 <= recipe["update"].rate <= 1.0 and 0.01 <= recipe.mr <= 0.5
     assert not (root / "results").exists()  # trials write to tuning/, which no table reads
-    (line,) = [x for x in tune.summary("cpu", out).splitlines() if x.startswith("| class_removal | GIF |")]
+    (line,) = [x for x in tune.summary("paper", out).splitlines() if x.startswith("| class_removal | GIF |")]
     assert f"update.rate={recipe['update'].rate:.3g}" in line and line.endswith(f"| 2 | {recipe.tuning.seconds:.1f} |")
 
-    search = [f"hydra.searchpath=[file://{out}]", "experiment=quickstart", "profile=cpu"]
+    search = [f"hydra.searchpath=[file://{out}]", "experiment=quickstart", "profile=paper"]  # no tuned recipe of ours
     with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
         tuned_cfg = compose("config", overrides=[*search, "recipe=tuned"])
         published = compose("config", overrides=[*search, "recipe=published"])
@@ -163,7 +163,7 @@ def test_a_study_through_optunas_sweeper_writes_the_recipe_the_runs_then_use(tmp
     assert row["recipe"] == "tuned" and row["tuning_seconds"] == recipe.tuning.seconds
     assert row["update_rate"] == recipe["update"].rate and row["mr"] == recipe.mr
     said = report_header.recipes(tuned_cfg, pd.DataFrame([row]))  # the report says which recipes ran
-    assert "tuned on validation" in said and "for gif:" in said and "recipes/tuned/cpu/class_removal/" in said
+    assert "tuned on validation" in said and "for gif:" in said and "recipes/tuned/paper/class_removal/" in said
     assert report_header.recipes(tuned_cfg, pd.DataFrame([{**row, "recipe": "published"}])) == ""
 
 
@@ -193,10 +193,10 @@ def test_a_report_of_tuned_runs_lists_the_verdicts_against_gif_the_tuning_change
     conf = tmp_path / "conf"
     for method, rate in (("gif", "update:\n  rate: 0.1"), ("finetune", "method:\n  lr_factor: 0.5")):
         storage.write_text(
-            conf / "recipes" / "tuned" / "cpu" / "class_removal" / f"{method}.yaml",
+            conf / "recipes" / "tuned" / "paper" / "class_removal" / f"{method}.yaml",
             f"# @package _global_\n{rate}\ntuning:\n  trials: 2\n  seconds: 1.5\n",
         )
-    sweep = ["experiment=quickstart", "profile=cpu", f"paths.root={tmp_path}", f"hydra.searchpath=[file://{conf}]"]
+    sweep = ["experiment=quickstart", "profile=paper", f"paths.root={tmp_path}", f"hydra.searchpath=[file://{conf}]"]
     sweep += ["method=gif,finetune,retrain", "seed=0,1,2,3,4,5"]
     noise = [0.3, -0.2, 0.1, -0.4, 0.2, 0.0]
     for recipe in ("published", "tuned"):

@@ -14,6 +14,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from . import tracking
+from .methods import METHODS
 from .settings import Logger
 
 
@@ -69,10 +70,12 @@ def recipes(cfg: DictConfig, found: pd.DataFrame) -> str:
     if "recipe" not in found or not (found["recipe"] == "tuned").any():
         return ""
     tuned = sorted(set(found.loc[found["recipe"] == "tuned", "method"]))
+    oracle = {m.name for m in METHODS.values() if m.oracle}  # retraining has no recipe to tune
+    published = sorted(set(found.loc[found["recipe"] != "tuned", "method"]) - oracle)
+    others = f"; published for {', '.join(published)}" if published else ""
     return (
         f"- recipes: tuned on validation (`make tune`; its study's seconds in `tuning_seconds`) for "
-        f"{', '.join(tuned)}: `conf/recipes/tuned/{cfg.profile}/{cfg.task.name}/<method>.yaml`; "
-        "published for the others\n"
+        f"{', '.join(tuned)}: `conf/recipes/tuned/{cfg.profile}/{cfg.task.name}/<method>.yaml`{others}\n"
     )
 
 

@@ -294,12 +294,14 @@ def paired_against(rows: pd.DataFrame, task: str, iterate: str = "best", against
 def changed_verdicts(published: pd.DataFrame, tuned: pd.DataFrame) -> pd.DataFrame:
     """The verdicts against GIF (:func:`paired_against`) that differ between one experiment's
     runs at the published recipes and at the tuned ones, per method and metric (a method's MR
-    may differ between the two): each recipe's verdict, mean difference and p."""
+    may differ between the two): each recipe's verdict, mean difference and p. A comparison one
+    side could not make (a metric its rows lack) is left out."""
     keys, kept = ["method", "metric"], ["verdict", "mean_diff", "p_t"]
     if published.empty or tuned.empty:
         return pd.DataFrame(columns=[*keys, *(f"{k}_{r}" for r in ("published", "tuned") for k in kept)])
     both = published[keys + kept].merge(tuned[keys + kept], on=keys, suffixes=("_published", "_tuned"))
-    return both[both["verdict_published"] != both["verdict_tuned"]].reset_index(drop=True)
+    measured = both["mean_diff_published"].notna() & both["mean_diff_tuned"].notna()  # rows older than a metric lack it
+    return both[measured & (both["verdict_published"] != both["verdict_tuned"])].reset_index(drop=True)
 
 
 def paired_in_order(rows: pd.DataFrame, task: str, iterate: str = "best") -> pd.DataFrame:
