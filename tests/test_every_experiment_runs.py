@@ -67,14 +67,16 @@ def test_every_method_of_every_experiment_writes_an_ok_row(experiment, profile, 
     expected = {"quickstart": 1, "fig3": 1}.get(experiment, len(METHODS))  # the tables run every method
     assert len(jobs) == expected, jobs
     # One composition per method: the shrink's value overrides reuse its defaults tree (see
-    # sweeps._composer). The experiment's own settings are its first job's, for every method.
+    # sweeps._composer). The experiment's own settings are its first job's, for every method; a
+    # method's step size is its own recipe's (the CPU profile's tuned recipes differ by method).
     with sweeps._composer() as compose:
         own = compose([*base, *jobs[0]])
-        configs = []
+        configs, recipes = [], []
         for job in jobs:
             tiny = [*base, *job, *synthetic_like(own)]
             configs.append(compose([*tiny, *_shrunk(compose(tiny), experiment, profile)]))
-    for job, cfg in zip(jobs, configs, strict=True):
+            recipes.append(compose([*base, *job]))
+    for job, cfg, recipe in zip(jobs, configs, recipes, strict=True):
         assert cfg.method.name == job_method(job) or len(jobs) == 1
         assert (cfg.solver.name, cfg.train.name, cfg.model.name, cfg.task.name) == (
             own.solver.name,
@@ -82,7 +84,7 @@ def test_every_method_of_every_experiment_writes_an_ok_row(experiment, profile, 
             own.model.name,
             own.task.name,
         )
-        assert cfg["update"].rate == own["update"].rate and cfg.task.get("stop_self_acc") == own.task.get(
+        assert cfg["update"].rate == recipe["update"].rate and cfg.task.get("stop_self_acc") == own.task.get(
             "stop_self_acc"
         )
         row = runner.run(cfg)
