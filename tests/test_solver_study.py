@@ -74,7 +74,8 @@ def test_the_solver_study_composes_in_both_profiles_on_the_tables_models(profile
     assert {j["study_variant"] for j in jobs} == set(SOLVES) | DAMPINGS and len(jobs) == 2 * 4 * 12 * len(seeds)
     with sweeps._composer() as compose:
         for task, table in TABLES.items():
-            own = compose([f"experiment={table}", f"profile={profile}", "method=gif", "mr=0.05", "seed=3"])
+            table_job = [f"experiment={table}", f"profile={profile}", "method=gif", "mr=0.05", "seed=3"]
+            own = compose([*table_job, "recipe=published"])  # the study runs the published recipes
             ours = compose([*base, f"study_task={task}", "method=gif", "study_variant=series", "seed=3"])
             for key in TRAINING:
                 assert ours[key] == own[key], (task, key)
