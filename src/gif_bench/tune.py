@@ -11,7 +11,7 @@ alone (:mod:`gif_bench.tuning`: the test splits and the oracle are withheld). A 
 experiment's sweep sets (table 1's MR) is held at the config's value, not searched: at
 evaluation the sweep's value would replace the tuned one. The best trial's settings are written
 to ``conf/recipes/tuned/<profile>/<task>/<method>.yaml`` with what the study cost, where
-``recipe=tuned`` (the CPU profile's default) reads them.
+``recipe=tuned`` (the method tables' default) reads them.
 """
 
 from __future__ import annotations
