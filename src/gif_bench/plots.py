@@ -76,7 +76,7 @@ def trajectory_lines(rows: pd.DataFrame) -> dict[str, tuple[str, pd.DataFrame]]:
         runs = rows[(rows["method"] == method) & (rows["seed"] == seed)].sort_values("mr")
         if runs.empty or not isinstance(runs["trajectory"].iloc[0], list):
             continue
-        name = label(method) + (f" (MR {100 * runs['mr'].iloc[0]:g} %)" if runs["mr"].iloc[0] < 1 else "")
+        name = label(method) + (f" (MR {100 * runs['mr'].iloc[0]:.3g} %)" if runs["mr"].iloc[0] < 1 else "")
         first = runs.iloc[0]
         # step 0: the model before the edit (the row's before_ metrics), where every line starts
         start = {k: first.get(row_column(k, "before")) for k in ("self_acc", "test_acc", "val_acc")}
@@ -145,7 +145,7 @@ def pareto(rows: pd.DataFrame, path: Path, iterate: str = "best", title: str = "
             if mine["selector"].nunique() > 1:
                 name += f", {selector_label(p.selector)}"
             if mine["mr"].nunique() > 1:
-                name += f" (MR {100 * p.mr:g} %)"
+                name += f" (MR {100 * p.mr:.3g} %)"
             ax.errorbar(
                 p.seconds, p.gap, xerr=[[p.seconds - p.low], [p.high - p.seconds]],
                 yerr=None if pd.isna(p.gap_ci) else p.gap_ci, color=colour, ms=7, capsize=2, elinewidth=0.8,

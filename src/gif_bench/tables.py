@@ -141,7 +141,7 @@ def _digits(metric: str) -> int:
 
 def _label(line: pd.Series) -> tuple[str, str]:
     name = label(line["method"])
-    mr = "–" if math.isnan(line["mr"]) else f"{100 * line['mr']:g} %"
+    mr = "–" if math.isnan(line["mr"]) else f"{100 * line['mr']:.3g} %"
     return name, mr
 
 
@@ -237,7 +237,7 @@ def selector_table(
             mean=[f"{m:.2f} ± {c:.2f} (n={n})" for m, c, n in zip(stats["mean"], stats["ci"], stats["n"])]
         )
     table = stats.pivot(index="selector", columns="mr", values="mean")
-    table.columns = [f"{100 * mr:g} %" for mr in table.columns]
+    table.columns = [f"{100 * mr:.3g} %" for mr in table.columns]
     return table.reset_index()
 
 
