@@ -2,6 +2,11 @@ PYTHON ?= python
 PROFILE ?= paper
 # PROFILE=fmnist (Fashion-MNIST's 60,000 images, 2.5 hours on 2 cores): class removal and the backdoor
 EXPERIMENTS_fmnist = table1 table2
+# its sweeps run two jobs at a time, one thread each (Hydra's joblib launcher), after training
+# the models they need two at a time (callbacks.train_first): 2 cores do ~1.1-1.2x the work
+# of one job on both (docs/results/README.md, "Fashion-MNIST")
+SWEEP_ARGS_fmnist = launcher=joblib
+SWEEP_ARGS ?= $(SWEEP_ARGS_$(PROFILE))
 EXPERIMENTS ?= $(or $(EXPERIMENTS_$(PROFILE)),table1 fig3 table2 label_change random_removal)
 REPORT_DIR ?= docs/results/$(PROFILE)
 # make tune: trials per method (the same for every method), and studies at a time (one per core)
@@ -30,7 +35,7 @@ bench:           ## performance suite -> BENCHMARKS.md (BENCH_ARGS="--against <c
 
 reproduce-tables:  ## every experiment's sweep, then its tables and figures -> $(REPORT_DIR) (PROFILE=cpu: digits, 2 CPU cores)
 	@set -e; start=$$(date +%s); \
-	for e in $(EXPERIMENTS); do $(PYTHON) -m gif_bench experiment=$$e profile=$(PROFILE) $(ARGS); done; \
+	for e in $(EXPERIMENTS); do $(PYTHON) -m gif_bench experiment=$$e profile=$(PROFILE) $(SWEEP_ARGS) $(ARGS); done; \
 	missing=0; \
 	for e in $(EXPERIMENTS); do \
 	  $(PYTHON) -m gif_bench.report experiment=$$e profile=$(PROFILE) $(ARGS) --out $(REPORT_DIR) || missing=1; done; \

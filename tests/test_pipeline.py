@@ -171,6 +171,21 @@ def test_a_sweep_runs_through_a_parallel_launcher(tmp_path, launcher, says):
     assert sorted(r["mr"] for r in rows) == [0.05, 0.1] and all(r["status"] == "ok" for r in rows)
 
 
+def test_a_parallel_sweep_trains_each_model_once_before_its_jobs(tmp_path):
+    cache = tmp_path / "own-cache"
+    args = ["-m", *TINY, f"paths.root={tmp_path}", f"paths.cache={cache}", "launcher=joblib", "mr=0.05,0.1", "seed=0,1"]
+    proc = run_cli(*args)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "training 4 model(s) the sweep needs, 2 at a time" in proc.stderr  # two seeds: model and oracle
+    assert proc.stderr.count("'s model: ") == 2 and proc.stderr.count("'s oracle: ") == 2
+    rows = [json.loads(p.read_text()) for p in (tmp_path / "results" / "default").glob("*.json")]
+    assert len(rows) == 4 and all(r["status"] == "ok" for r in rows)
+    assert all(r["model_cached"] and r["retrain_cached"] for r in rows)  # no job trained: each loaded
+    assert len(list((cache / "models").glob("*.pt"))) == 4
+    again = run_cli(*args, "force=true")  # everything cached: nothing to train first
+    assert again.returncode == 0 and "the sweep needs" not in again.stderr
+
+
 def test_a_sweep_stopped_midway_then_run_again_runs_only_what_is_missing(tmp_path):
     args = ["-m", *TINY, f"paths.root={tmp_path}", "mr=0.05,0.1,0.2"]
     env = {**os.environ, "TQDM_DISABLE": "1"}

@@ -7,6 +7,10 @@ refused at once) but leaves the values to the job: without :meth:`SweepChecks.on
 diverging solver, a numerical error) writes its ``failed`` row and a ``FAILED`` file in its
 Hydra folder and returns, so the other jobs go on; :meth:`SweepChecks.on_multirun_end` then
 exits 1, naming them.
+
+A sweep whose launcher runs jobs in parallel (``launcher=joblib``) first trains every model and
+oracle its jobs need, as many at a time as it runs jobs (:func:`train_first`): otherwise two
+jobs of one seed would both train it, or one would wait on the other.
 """
 
 from __future__ import annotations
@@ -49,16 +53,20 @@ class SweepChecks(Callback):
         overrides = list(OmegaConf.to_container(config.hydra.overrides.task))
         jobs = sweeps.sweep_jobs(overrides)
         configs = sweeps.compose_each(jobs)
+        runs = []
         for number, job in enumerate(jobs):
             swept = " ".join(o for o in job if o not in overrides) or "the command line"
             try:
                 cfg = next(configs)
                 if not_a_run(cfg) is None:
                     validate(cfg)
+                    runs.append(cfg)
             except (UserError, HydraException) as err:
                 why = str(err) if isinstance(err, UserError) else one_line(err)
                 print(f"gif-bench: error: job {number} of {len(jobs)} ({swept}): {why}", file=sys.stderr)
                 sys.exit(2)
+        if (n_jobs := parallel_jobs(config)) > 1:
+            train_first(runs, n_jobs)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(OmegaConf.select(config, "hydra.sweep.dir")))
@@ -67,3 +75,53 @@ class SweepChecks(Callback):
             lines = "; ".join(f"job {p.parent.name}: {p.read_text().strip()}" for p in failed)
             print(f"gif-bench: {len(failed)} job(s) of the sweep failed: {lines}", file=sys.stderr)
             sys.exit(1)
+
+
+def parallel_jobs(config: DictConfig) -> int:
+    """How many jobs the sweep's launcher runs at a time: ``hydra.launcher.n_jobs`` for Hydra's
+    joblib launcher (joblib's reading of it: -1 is every core), 1 for any other."""
+    if not str(OmegaConf.select(config, "hydra.launcher._target_", default="")).endswith(".JoblibLauncher"):
+        return 1
+    from joblib import effective_n_jobs
+
+    return effective_n_jobs(int(OmegaConf.select(config, "hydra.launcher.n_jobs", default=1) or 1))
+
+
+def train_first(configs: list[DictConfig], n_jobs: int) -> None:
+    """Train every model and oracle the runs of ``configs`` need and the cache lacks,
+    ``n_jobs`` at a time (joblib's process pool, which gives each worker its share of the
+    cores), before the sweep's first job: every job then loads them. Each distinct training
+    (:func:`gif_bench.pipeline.trainings`) is done once, as the first run needing it would."""
+    from joblib import Parallel, delayed
+
+    from . import pipeline, storage
+    from .config import run_settings
+
+    todo: dict[Path, tuple[Any, str]] = {}
+    seen = set()
+    for cfg in configs:
+        run = run_settings(cfg)
+        # what the trained weights depend on (train.cache_key), the training sets included: the
+        # task and the dataset build them from the seed
+        setting = storage.digest({key: run.fingerprint[key] for key in ("dataset", "model", "train", "task", "device")})
+        if (setting, run.seed, bool(run.tune)) in seen:
+            continue
+        seen.add((setting, run.seed, bool(run.tune)))
+        for which, path in pipeline.trainings(pipeline.prepare(run)).items():
+            if not path.exists():
+                todo.setdefault(path, (run, which))
+    if not todo:
+        return
+    print(f"gif-bench: training {len(todo)} model(s) the sweep needs, {n_jobs} at a time", file=sys.stderr)
+    done = Parallel(n_jobs=n_jobs)(delayed(_train)(run, which) for run, which in todo.values())
+    for (path, (run, which)), (seconds, threads) in zip(todo.items(), done):
+        print(f"gif-bench: seed {run.seed}'s {which}: {seconds:.0f} s, {threads} thread(s) -> {path}", file=sys.stderr)
+
+
+def _train(run: Any, which: str) -> tuple[float, int]:
+    """In a worker: one training of :func:`train_first`; its seconds and the worker's threads."""
+    import torch
+
+    from . import pipeline
+
+    return pipeline.train_one(run, which).seconds, torch.get_num_threads()

@@ -76,6 +76,26 @@ def trained(prepared: Prepared) -> train.Trained:
     return train.train_or_load(p.run, p.model, p.dataset, p.edit.train_set, p.device, Path(p.run.paths.cache))
 
 
+TRAININGS = ("model", "oracle")  # what a run trains: the model it edits, and the oracle
+
+
+def trainings(prepared: Prepared) -> dict[str, Path]:
+    """The cache files of the trainings ``prepared``'s run needs, by :data:`TRAININGS` name: the
+    model on the edit's training set and, unless the run is a tuning trial (which never sees
+    it), the oracle on the edited one. A sweep's runs share them (one per seed and setting)."""
+    p = prepared
+    sets = {"model": p.edit.train_set, **({} if p.run.tune else {"oracle": p.edit.retrain_set()})}
+    return {which: train.cache_path(p.run, split, Path(p.run.paths.cache)) for which, split in sets.items()}
+
+
+def train_one(run: Run, which: str) -> train.Trained:
+    """Train (or load) one of :func:`trainings`: ``"model"`` or ``"oracle"``, as the run would."""
+    if which not in TRAININGS:
+        raise ValueError(f"which={which!r} is not one of {', '.join(TRAININGS)}")
+    prepared = prepare(run)
+    return trained(prepared) if which == "model" else retrained(prepared)
+
+
 def retrained(prepared: Prepared) -> train.Trained:
     """The oracle: a fresh network retrained from scratch on the edited training set, with the
     original's recipe and seed. Cached by the training set's content, so every method, selector

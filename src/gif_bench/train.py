@@ -159,9 +159,14 @@ def fit(
     return model
 
 
+def cache_path(run: Run, train_set: Split, cache_dir: str | Path) -> Path:
+    """Where the weights :func:`train_or_load` trains for ``run`` on ``train_set`` are cached."""
+    return Path(cache_dir) / "models" / f"{cache_key(run, train_set)}.pt"
+
+
 def train_or_load(run: Run, model: nn.Module, data: Data, train_set: Split, device, cache_dir: str | Path) -> Trained:
     """Load cached weights for this exact setting, or train them and cache them atomically."""
-    path = Path(cache_dir) / "models" / f"{cache_key(run, train_set)}.pt"
+    path = cache_path(run, train_set, cache_dir)
     if path.exists():
         initial = {k: v.clone() for k, v in model.state_dict().items()}
         try:
