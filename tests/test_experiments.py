@@ -291,7 +291,10 @@ def test_a_run_made_on_two_devices_counts_once():
     chosen, missing = sweeps.match_grid(rows, grid)
     assert list(chosen["test_acc"]) == [2.0] and missing.empty
     chosen, missing = sweeps.match_grid(rows[rows["run_id"] == "other"], grid)
-    assert chosen.empty and list(missing["method"]) == ["gif"]
+    assert chosen.empty and list(missing["method"]) == ["gif"] and list(missing["error"]) == ["not run"]
+    failed = pd.DataFrame([{"run_id": "here", "status": "failed", "error": "EditDiverged: finetune: nan"}])
+    chosen, missing = sweeps.match_grid(pd.concat([rows[rows["run_id"] == "other"], failed]), grid)
+    assert chosen.empty and list(missing["error"]) == ["EditDiverged: finetune: nan"]  # why the cell is empty
 
 
 def test_the_selector_study_becomes_a_figure_and_an_escaped_latex_table(tmp_path):

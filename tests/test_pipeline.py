@@ -186,6 +186,20 @@ def test_a_parallel_sweep_trains_each_model_once_before_its_jobs(tmp_path):
     assert again.returncode == 0 and "the sweep needs" not in again.stderr
 
 
+def test_an_edit_that_diverges_fails_its_run_and_the_sweep_goes_on(tmp_path):
+    """Fine-tuning at 10⁹ times the training rate: its loss leaves the floats. That is the
+    method's result at that setting, not the user's recipe: a failed row, the next job runs, and
+    the sweep exits 1 at its end, naming the failed job (a diverging *training* is refused)."""
+    proc = run_cli(
+        "-m", *TINY, f"paths.root={tmp_path}", "method=finetune", "method.epochs=1", "method.lr_factor=1e9,0.1"
+    )
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "1 job(s) of the sweep failed" in proc.stderr and "EditDiverged: finetune" in proc.stderr
+    rows = {r["lr_factor"]: r for r in (json.loads(p.read_text()) for p in (tmp_path / "results").rglob("*.json"))}
+    assert rows[1e9]["status"] == "failed" and rows[1e9]["error"].startswith("EditDiverged: finetune")
+    assert rows[0.1]["status"] == "ok"
+
+
 def test_a_sweep_stopped_midway_then_run_again_runs_only_what_is_missing(tmp_path):
     args = ["-m", *TINY, f"paths.root={tmp_path}", "mr=0.05,0.1,0.2"]
     env = {**os.environ, "TQDM_DISABLE": "1"}

@@ -28,6 +28,12 @@ class TrainingDiverged(UserError):
     rate, most often). Nothing is cached."""
 
 
+class EditDiverged(Exception):
+    """An edit reached a non-finite loss (an unlearner at too high a rate): the method's result
+    at its settings, not a problem with the user's recipe. The run fails (its ``failed`` row says
+    so) and the sweep goes on; a tuning trial fails and its study goes on."""
+
+
 class WithheldData(Exception):
     """A tuning trial read what tuning must never read: a test split or the oracle
     (:mod:`gif_bench.tuning`). A defect of the method, task or metric that read it."""

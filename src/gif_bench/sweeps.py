@@ -171,8 +171,8 @@ def expected_grid(overrides: list[str]):
 
 def match_grid(rows, grid):
     """Split ``grid`` against the collected ``rows``: (one ok row per cell that has one, the
-    cells that have none). A cell takes the row of its first run id that has an ok row, so a
-    run made on two devices counts once."""
+    cells that have none, each with the ``error`` of its failed row or "not run"). A cell takes
+    the row of its first run id that has an ok row, so a run made on two devices counts once."""
     import pandas as pd
 
     ok = rows[rows["status"] == "ok"].drop_duplicates("run_id") if len(rows) else rows
@@ -182,4 +182,6 @@ def match_grid(rows, grid):
         hit = next((c for c in candidates if by_id is not None and c in by_id.index), None)
         (missing if hit is None else chosen).append(i if hit is None else by_id.loc[hit])
     chosen_rows = pd.DataFrame(chosen).reset_index(drop=True) if chosen else ok.iloc[0:0]
-    return chosen_rows, grid.iloc[missing].drop(columns="run_ids").reset_index(drop=True)
+    errors = rows.drop_duplicates("run_id").set_index("run_id")["error"].dropna() if "error" in rows else {}
+    why = [next((errors[c] for c in grid["run_ids"].iloc[i] if c in errors), "not run") for i in missing]
+    return chosen_rows, grid.iloc[missing].drop(columns="run_ids").reset_index(drop=True).assign(error=why)

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from . import cost, editing, line_search, models, storage, study, tasks, unlearning
+from .errors import EditDiverged, TrainingDiverged
 from .influence import tree
 from .methods import METHODS
 from .settings import Run
@@ -151,9 +152,12 @@ def by_unlearning(run: Run, model, edit, dataset, metric_fn, before_val_acc: flo
     counter = cost.ForwardCounter()
     start = time.perf_counter()
     plan = method.unlearn(run, model, edit, dataset)
-    traj = unlearning.unlearn(
-        run, model, edit, dataset, plan, metric_fn=counter.counted(metric_fn), score=task.score, on_step=tracker.log
-    )
+    try:
+        traj = unlearning.unlearn(
+            run, model, edit, dataset, plan, metric_fn=counter.counted(metric_fn), score=task.score, on_step=tracker.log
+        )
+    except TrainingDiverged as err:  # the method's edit diverged, not the user's training recipe
+        raise EditDiverged(str(err)) from err
     edit_seconds = time.perf_counter() - start
     traj.complete(model, edit, report, always=True)  # the oracle-relative metrics of the final and best epochs
     epochs = unlearning.epochs(run)
