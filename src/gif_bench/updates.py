@@ -157,7 +157,8 @@ def by_unlearning(run: Run, model, edit, dataset, metric_fn, before_val_acc: flo
             run, model, edit, dataset, plan, metric_fn=counter.counted(metric_fn), score=task.score, on_step=tracker.log
         )
     except TrainingDiverged as err:  # the method's edit diverged, not the user's training recipe
-        raise EditDiverged(str(err)) from err
+        what = str(err).split("; the recipe is unstable")[0]
+        raise EditDiverged(f"{what}; the edit diverges at these settings (method.lr_factor, method.epochs)") from err
     edit_seconds = time.perf_counter() - start
     traj.complete(model, edit, report, always=True)  # the oracle-relative metrics of the final and best epochs
     epochs = unlearning.epochs(run)
