@@ -182,7 +182,7 @@ def test_a_parallel_sweep_trains_each_model_once_before_its_jobs(tmp_path):
     assert len(rows) == 4 and all(r["status"] == "ok" for r in rows)
     assert all(r["model_cached"] and r["retrain_cached"] for r in rows)  # no job trained: each loaded
     assert len(list((cache / "models").glob("*.pt"))) == 4
-    again = run_cli(*args, "force=true")  # everything cached: nothing to train first
+    again = run_cli(*args)  # everything cached (and every run done): nothing to train first
     assert again.returncode == 0 and "the sweep needs" not in again.stderr
 
 
